@@ -1,0 +1,51 @@
+"""Errors of the tenancy library.
+
+Every error says what is wrong and how to fix it, and never carries a password, a key or a connection
+string with a password in it.
+"""
+
+from __future__ import annotations
+
+
+class HandyshopError(Exception):
+    """Base class: a problem an operator can act on (the message says how)."""
+
+
+class ConfigurationError(HandyshopError):
+    """A setting or environment variable is missing or malformed."""
+
+
+class EncryptionKeyError(ConfigurationError):
+    """TENANT_ENCRYPTION_KEY (or an old key) is missing or malformed."""
+
+
+class DecryptionError(HandyshopError):
+    """A stored ciphertext failed authentication: wrong key, tampered or corrupted entry."""
+
+
+class RegistryError(HandyshopError):
+    """The credential registry has no usable entry for a shop."""
+
+
+class ProvisioningError(HandyshopError):
+    """A tenant database or role could not be created or is in an unexpected state."""
+
+
+class MigrationError(HandyshopError):
+    """A tenant schema migration is missing, changed after it was applied, or failed."""
+
+
+class CatalogError(HandyshopError):
+    """The source catalog does not match what the migration expects."""
+
+
+class CopyError(HandyshopError):
+    """A shop's data could not be copied consistently."""
+
+
+class BackupError(HandyshopError):
+    """pg_dump or pg_restore failed, or no suitable client exists."""
+
+
+class ConnectionFailed(HandyshopError):
+    """A server could not be reached or refused the credentials."""

