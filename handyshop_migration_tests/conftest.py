@@ -7,8 +7,9 @@ directory. With HANDYSHOP_TEST_DATABASE_URL (a superuser URL) the tests use that
 from __future__ import annotations
 
 import os
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -62,9 +63,28 @@ def unique_namespace() -> str:
     return "t" + uuid.uuid4().hex[:6] + "_"
 
 
+def run_concurrently(work: Callable[[int], None], threads: int) -> None:
+    """Run `work(n)` on `threads` threads at once; re-raise the first failure."""
+    errors: list[BaseException] = []
+
+    def guarded(n: int) -> None:
+        try:
+            work(n)
+        except BaseException as exc:  # collected and re-raised in the test's thread
+            errors.append(exc)
+
+    pool = [threading.Thread(target=guarded, args=(n,)) for n in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
 def rows(spec: ConnectionSpec, query: sql.Composable | str, params: tuple[object, ...] = ()) -> list[tuple]:
     with spec.connect() as conn:
         return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
 
 
-__all__ = ["create_database", "drop_database", "rows", "unique_namespace", "Path", "psycopg"]
+__all__ = ["create_database", "drop_database", "rows", "run_concurrently", "unique_namespace", "Path", "psycopg"]
