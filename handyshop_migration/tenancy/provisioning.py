@@ -1,0 +1,333 @@
+"""Phase 1: one database and one role per shop.
+
+`provision(shop_id)` creates role `shop_user_{id}` (LOGIN, random password, no superuser / createdb /
+createrole) and database `shop_{id}_db` owned by it; only that role may connect; the tenant schema is in
+place; the credentials are in the registry. It is idempotent and resumes: a rerun, or a database or
+role left by an earlier failed attempt, is completed, never dropped (the real app's provisioner
+dropped live tenant databases on a rerun).
+
+Speed: the tenant schema is built once into a template database named after the migrations'
+fingerprint; each tenant is `CREATE DATABASE ... TEMPLATE` (tens of milliseconds) instead of running
+the DDL again. A new catalog or migration gives a new fingerprint and so a new template.
+
+Passwords: generated here, stored encrypted in the registry *before* the role gets them (so a crash in
+between leaves a password we can still read), and sent to the server as a SCRAM verifier computed
+client-side, so the plaintext appears in no server log.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from handyshop_migration.tenancy.dsn import ConnectionSpec
+from handyshop_migration.tenancy.errors import ProvisioningError
+from handyshop_migration.tenancy.migrations import (
+    LOCK_KEY,
+    META_SCHEMA,
+    Migration,
+    MigrationReport,
+    applied_migrations,
+    apply_migrations,
+    check,
+    fingerprint,
+)
+from handyshop_migration.tenancy.registry import ConnectionRegistry, TenantCredentials
+from handyshop_migration.tenancy.secrets import Secret
+
+DEFAULT_GLOBAL_SHOP_IDS: tuple[int, ...] = (0, 1682)
+_NAME = re.compile(r"^[a-z_][a-z0-9_$]*$")
+
+
+@dataclass(frozen=True)
+class TenantNaming:
+    """Names of a shop's database and role. Patterns take `{id}`; the defaults are the app's own."""
+
+    database: str = "shop_{id}_db"
+    role: str = "shop_user_{id}"
+    template: str = "handyshop_tenant_template_{fingerprint}"
+
+    def __post_init__(self) -> None:
+        for label, pattern in (("database", self.database), ("role", self.role)):
+            if "{id}" not in pattern:
+                raise ProvisioningError(f"the tenant {label} name pattern {pattern!r} must contain {{id}}.")
+            probe = pattern.format(id=2**63 - 1)
+            if not _NAME.match(probe) or len(probe.encode()) > 63:
+                raise ProvisioningError(
+                    f"the tenant {label} name pattern {pattern!r} gives {probe!r}: names must be lower-case "
+                    "letters, digits and underscores, at most 63 bytes."
+                )
+
+    def database_name(self, shop_id: int) -> str:
+        return self.database.format(id=shop_id)
+
+    def role_name(self, shop_id: int) -> str:
+        return self.role.format(id=shop_id)
+
+    def template_name(self, fp: str) -> str:
+        return self.template.format(fingerprint=fp[:16])
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    shop_id: int
+    database: str
+    role: str
+    created_database: bool
+    created_role: bool
+    new_password: bool
+    migrations: MigrationReport
+    seconds: float
+
+    @property
+    def schema_version(self) -> str:
+        return self.migrations.version
+
+
+@dataclass(frozen=True)
+class DeprovisionResult:
+    shop_id: int
+    database: str
+    role: str
+    dropped_database: bool
+    dropped_role: bool
+    removed_registry_entry: bool
+
+
+def generate_password() -> Secret:
+    # URL-safe alphabet: the real app's '@#%&' passwords broke URL parsing downstream.
+    return Secret(secrets.token_urlsafe(32))
+
+
+@dataclass
+class Provisioner:
+    admin: ConnectionSpec  # CREATEDB + CREATEROLE (or superuser) on the tenant server
+    registry: ConnectionRegistry
+    migrations: Sequence[Migration]
+    naming: TenantNaming = field(default_factory=TenantNaming)
+    server_name: str = "default"
+    # address the tenants are reached at, if not the admin's (e.g. a pooler or a private DNS name)
+    tenant_host: str | None = None
+    tenant_port: int | None = None
+    global_shop_ids: tuple[int, ...] = DEFAULT_GLOBAL_SHOP_IDS
+    _conn: psycopg.Connection | None = field(default=None, init=False, repr=False)
+    _template: str | None = field(default=None, init=False, repr=False)
+
+    # -- connections ----------------------------------------------------------------------------------
+
+    def _admin(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = self.admin.connect(autocommit=True)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Provisioner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _exists(self, catalog_table: str, column: str, name: str) -> bool:
+        q = sql.SQL("SELECT 1 FROM {} WHERE {} = %s").format(sql.Identifier(catalog_table), sql.Identifier(column))
+        return self._admin().execute(q, (name,)).fetchone() is not None
+
+    # -- template -------------------------------------------------------------------------------------
+
+    def ensure_template(self) -> str:
+        """The template database holding the tenant schema; built once per migrations fingerprint."""
+        if self._template:
+            return self._template
+        name = self.naming.template_name(fingerprint(self.migrations))
+        conn = self._admin()
+        if not self._exists("pg_database", "datname", name):
+            building = name[:54] + "_building"
+            conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+            try:
+                if not self._exists("pg_database", "datname", name):
+                    # A leftover from a crashed build holds no tenant data: it is safe to drop.
+                    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(building)))
+                    conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(
+                        sql.Identifier(building)))
+                    with self.admin.with_db(building).connect() as tconn:
+                        apply_migrations(tconn, self.migrations)
+                    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                        sql.Identifier(building), sql.Identifier(name)))
+                    conn.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false").format(
+                        sql.Identifier(name)))
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+        self._template = name
+        return name
+
+    # -- provision ------------------------------------------------------------------------------------
+
+    def _check_shop_id(self, shop_id: int) -> None:
+        if isinstance(shop_id, bool) or not isinstance(shop_id, int) or shop_id < 0:
+            raise ProvisioningError(f"shop id {shop_id!r} is not a valid shop id (a non-negative integer).")
+        if shop_id in self.global_shop_ids:
+            raise ProvisioningError(
+                f"shop id {shop_id} marks global rows (global ids: {', '.join(map(str, self.global_shop_ids))}), "
+                "not a tenant; it gets no database of its own."
+            )
+
+    def provision(self, shop_id: int) -> ProvisionResult:
+        self._check_shop_id(shop_id)
+        started = time.perf_counter()
+        db, role = self.naming.database_name(shop_id), self.naming.role_name(shop_id)
+        conn = self._admin()
+        template = self.ensure_template()
+
+        existing = self.registry.find(shop_id)
+        if existing is not None and (existing.database != db or existing.role != role):
+            raise ProvisioningError(
+                f"shop {shop_id} is registered with database {existing.database} and role {existing.role}, "
+                f"but the naming now gives {db} / {role}; keep the naming it was provisioned with."
+            )
+        role_exists = self._exists("pg_roles", "rolname", role)
+        new_password = existing is None or not role_exists
+        password = generate_password() if new_password else existing.password  # type: ignore[union-attr]
+        creds = TenantCredentials(
+            shop_id=shop_id,
+            server=self.server_name,
+            host=self.tenant_host or self.admin.host,
+            port=self.tenant_port or self.admin.port,
+            database=db,
+            role=role,
+            password=password,
+            status=existing.status if existing is not None else "provisioning",
+        )
+        if new_password:
+            # Registered first: if we crash after ALTER ROLE, the password that role has is on record.
+            self.registry.register(creds)
+
+        attrs = sql.SQL("LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS")
+        if new_password:
+            verifier = conn.pgconn.encrypt_password(password.reveal().encode(), role.encode(), b"scram-sha-256")
+            verb = "ALTER" if role_exists else "CREATE"
+            conn.execute(
+                sql.SQL(verb + " ROLE {} WITH {} PASSWORD {}").format(
+                    sql.Identifier(role), attrs, sql.Literal(verifier.decode())
+                )
+            )
+        else:
+            conn.execute(sql.SQL("ALTER ROLE {} WITH {}").format(sql.Identifier(role), attrs))
+
+        created_db = False
+        if not self._exists("pg_database", "datname", db):
+            try:
+                conn.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE {}").format(
+                        sql.Identifier(db), sql.Identifier(role), sql.Identifier(template)
+                    )
+                )
+                created_db = True
+            except psycopg.errors.DuplicateDatabase:
+                pass  # created concurrently by another run: resume with it
+        else:
+            owner = conn.execute(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (db,)
+            ).fetchone()
+            if owner and owner[0] != role:
+                conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(db), sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
+                sql.Identifier(db), sql.Identifier(db), sql.Identifier(role)
+            )
+        )
+        with self.admin.with_db(db).connect() as tconn:
+            if created_db:
+                # Built from the template: verify what it recorded instead of re-running anything.
+                recorded = applied_migrations(tconn)
+                pending = check(recorded, self.migrations, db)
+                tconn.rollback()
+                report = (
+                    apply_migrations(tconn, self.migrations)
+                    if pending
+                    else MigrationReport((), tuple(recorded), 0.0)
+                )
+            else:
+                report = apply_migrations(tconn, self.migrations)
+            self._grant(tconn, role)
+        if creds.status in ("provisioning", "failed"):
+            self.registry.set_status(shop_id, "provisioned")
+        return ProvisionResult(
+            shop_id=shop_id,
+            database=db,
+            role=role,
+            created_database=created_db,
+            created_role=not role_exists,
+            new_password=new_password,
+            migrations=report,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _grant(self, tconn: psycopg.Connection, role: str) -> None:
+        """The tenant role reads and writes every table of its database; schema changes go through migrations."""
+        r = sql.Identifier(role)
+        schemas = [
+            row[0]
+            for row in tconn.execute(
+                "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%%' AND nspname <> 'information_schema'"
+                " AND nspname <> %s",
+                (META_SCHEMA,),
+            ).fetchall()
+        ]
+        statements: list[sql.Composable] = []
+        for schema in schemas:
+            s = sql.Identifier(schema)
+            statements += [
+                sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(s, r),
+                sql.SQL(
+                    "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON ALL TABLES IN SCHEMA {} TO {}"
+                ).format(s, r),
+                sql.SQL("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {} TO {}").format(s, r),
+                sql.SQL(
+                    "ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, "
+                    "REFERENCES, TRIGGER ON TABLES TO {}"
+                ).format(s, r),
+                sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {}").format(
+                    s, r
+                ),
+            ]
+        # Our bookkeeping is readable (the app may show its schema version) but not writable by the app.
+        m = sql.Identifier(META_SCHEMA)
+        statements += [
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(m, r),
+            sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(m, r),
+        ]
+        with tconn.transaction():
+            tconn.execute(sql.SQL(";\n").join(statements))
+        tconn.commit()
+
+    # -- deprovision (the way back from phase 1) --------------------------------------------------------
+
+    def deprovision(self, shop_id: int) -> DeprovisionResult:
+        """Drop the shop's database and role and its registry entry. The shared database is untouched."""
+        self._check_shop_id(shop_id)
+        db, role = self.naming.database_name(shop_id), self.naming.role_name(shop_id)
+        conn = self._admin()
+        had_db = self._exists("pg_database", "datname", db)
+        if had_db:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
+        had_role = self._exists("pg_roles", "rolname", role)
+        if had_role:
+            try:
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+            except psycopg.errors.DependentObjectsStillExist as exc:
+                raise ProvisioningError(
+                    f"role {role} still owns or has privileges on objects outside {db} "
+                    f"({exc.diag.message_detail or exc}); revoke them (REASSIGN OWNED / DROP OWNED in those "
+                    "databases) and run the rollback again."
+                ) from None
+        removed = self.registry.remove(shop_id)
+        return DeprovisionResult(shop_id, db, role, had_db, had_role, removed)
