@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import exotic
 import pytest
 
 from handyshop_migration.tenancy.catalog import Catalog, introspect
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.errors import CatalogError
 from handyshop_migration.tenancy.tenant_schema import render
+
+import exotic
 
 
 @pytest.fixture

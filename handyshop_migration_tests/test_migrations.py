@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import exotic
 import pytest
-from conftest import run_concurrently
 
 from handyshop_migration.tenancy.catalog import introspect
 from handyshop_migration.tenancy.dsn import ConnectionSpec
@@ -18,6 +16,9 @@ from handyshop_migration.tenancy.migrations import (
     apply_migrations,
     tenant_migrations,
 )
+
+import exotic
+from conftest import run_concurrently
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from conftest import rows, run_concurrently
 from psycopg import sql
 
 from handyshop_migration.tenancy.dsn import ConnectionSpec
@@ -13,6 +12,8 @@ from handyshop_migration.tenancy.encryption import CredentialCipher, generate_ke
 from handyshop_migration.tenancy.errors import DecryptionError, RegistryError
 from handyshop_migration.tenancy.registry import STATUSES, ConnectionRegistry, TenantCredentials
 from handyshop_migration.tenancy.secrets import Secret
+
+from conftest import rows, run_concurrently
 
 PASSWORD = "Zq7@#%^&*!$-very-distinctive-password"
 

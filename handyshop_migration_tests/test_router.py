@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
-from conftest import rows, run_concurrently, unique_namespace
 from psycopg import sql
 
 from handyshop_migration.tenancy.dsn import ConnectionSpec
@@ -16,6 +15,8 @@ from handyshop_migration.tenancy.errors import ConnectionFailed, RegistryError
 from handyshop_migration.tenancy.registry import ConnectionRegistry, TenantCredentials
 from handyshop_migration.tenancy.router import TenantRouter
 from handyshop_migration.tenancy.secrets import Secret
+
+from conftest import rows, run_concurrently, unique_namespace
 
 Tenant = Callable[[int], TenantCredentials]
 
