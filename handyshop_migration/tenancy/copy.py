@@ -197,6 +197,20 @@ def _sequence_of(conn: psycopg.Connection, qualified: str, column: str, owned_by
     return str(row[0]) if row and row[0] else None
 
 
+def _last_issued(conn: psycopg.Connection, sequence: str) -> int | None:
+    """The last value a sequence handed out (None if none): `last_value` counts only once `is_called`."""
+    row = conn.execute(
+        "SELECT n.nspname, c.relname, s.seqincrement FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_sequence s ON s.seqrelid = c.oid WHERE c.oid = %s::regclass",
+        (sequence,),
+    ).fetchone()
+    if row is None:
+        return None
+    state = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(row[0], row[1]))).fetchone()
+    assert state is not None
+    return int(state[0]) if state[1] else int(state[0]) - int(row[2])
+
+
 def _set_sequences(snapshot: SourceSnapshot, tenant: psycopg.Connection, tt: TenantTable) -> None:
     t = tt.table
     qualified = sql.Identifier(t.schema, t.name).as_string(None)
@@ -207,10 +221,7 @@ def _set_sequences(snapshot: SourceSnapshot, tenant: psycopg.Connection, tt: Ten
         source_seq = _sequence_of(snapshot.conn, qualified, column, owned, name)
         if tenant_seq is None:
             continue
-        last = None
-        if source_seq is not None:
-            row = snapshot.conn.execute("SELECT pg_sequence_last_value(%s::regclass)", (source_seq,)).fetchone()
-            last = row[0] if row else None
+        last = _last_issued(snapshot.conn, source_seq) if source_seq is not None else None
         tenant.execute(
             sql.SQL(
                 "SELECT setval(%s::regclass, v) FROM (SELECT greatest((SELECT max({}) FROM {}), %s::bigint) AS v) s "
