@@ -63,6 +63,30 @@ def unique_namespace() -> str:
     return "t" + uuid.uuid4().hex[:6] + "_"
 
 
+def migration_env(source: ConnectionSpec, backups: Path, namespace: str) -> dict[str, str]:
+    """The environment a migration run reads, with tenant names under `namespace` (see drop_namespace)."""
+    from handyshop_migration import settings
+    from handyshop_migration.tenancy.encryption import generate_key
+
+    return {
+        settings.SOURCE_URL: source.url().reveal(),
+        settings.ENCRYPTION_KEY: generate_key(),
+        settings.TENANT_DATABASE: namespace + "shop_{id}_db",
+        settings.TENANT_ROLE: namespace + "shop_user_{id}",
+        settings.BACKUP_DIR: str(backups),
+    }
+
+
+def drop_namespace(admin: ConnectionSpec, namespace: str) -> None:
+    """Drop every database and role whose name starts with `namespace` (a test's tenants)."""
+    pattern = namespace.replace("_", "\\_") + "%"
+    with admin.connect(autocommit=True) as conn:
+        for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (pattern,)).fetchall():
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        for (name,) in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (pattern,)).fetchall():
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
 def run_concurrently(work: Callable[[int], None], threads: int) -> None:
     """Run `work(n)` on `threads` threads at once; re-raise the first failure."""
     errors: list[BaseException] = []
@@ -87,4 +111,4 @@ def rows(spec: ConnectionSpec, query: sql.Composable | str, params: tuple[object
         return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
 
 
-__all__ = ["create_database", "drop_database", "rows", "run_concurrently", "unique_namespace", "Path", "psycopg"]
+__all__ = ["create_database", "drop_database", "drop_namespace", "migration_env", "rows", "run_concurrently", "unique_namespace", "Path", "psycopg"]

@@ -45,7 +45,10 @@ CREATE TABLE IF NOT EXISTS {table} (
     shop_id bigint NOT NULL,
     snapshot text NOT NULL,
     rows bigint NOT NULL,
-    copied_at timestamptz NOT NULL DEFAULT now()
+    copied_at timestamptz NOT NULL DEFAULT now(),
+    -- the source side of the verification, taken in the copy's snapshot: later checks compare against it
+    source_rows bigint,
+    source_checksum text
 )
 """
 
@@ -279,7 +282,7 @@ def copy_table(
                 sql.SQL(
                     "INSERT INTO {} (table_name, shop_id, snapshot, rows) VALUES (%s, %s, %s, %s) "
                     "ON CONFLICT (table_name) DO UPDATE SET shop_id = excluded.shop_id, snapshot = excluded.snapshot, "
-                    "rows = excluded.rows, copied_at = now()"
+                    "rows = excluded.rows, copied_at = now(), source_rows = NULL, source_checksum = NULL"
                 ).format(state_table()),
                 (table, shop_id, snapshot.token, rows),
             )

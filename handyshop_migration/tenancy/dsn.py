@@ -9,7 +9,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from handyshop_migration.tenancy.errors import ConfigurationError, ConnectionFailed
-from handyshop_migration.tenancy.secrets import Secret, database_url, redact
+from handyshop_migration.tenancy.secrets import Secret, database_url, one_line, redact
 
 # The same text rendering on every connection, so that checksums of row texts agree between the
 # shared database and a tenant database whatever the servers' defaults are.
@@ -113,7 +113,8 @@ class ConnectionSpec:
             )
         except psycopg.OperationalError as exc:
             raise ConnectionFailed(
-                f"cannot connect to {self.describe()}: {redact(str(exc)).strip()}. "
+                # libpq's messages span lines (a hint on the second); an operator's log wants one line
+                f"cannot connect to {self.describe()}: {one_line(exc)} "
                 "Check that the server runs, the host and port are right, and the credentials are valid."
             ) from None
         return conn

@@ -100,6 +100,23 @@ class DeprovisionResult:
     removed_registry_entry: bool
 
 
+@dataclass(frozen=True)
+class AccessReport:
+    """What the tenant role can do, checked on the server (phase 1's gate)."""
+
+    shop_id: int
+    login_ok: bool  # the registered password logs the role into its database
+    login_error: str
+    role_attributes_ok: bool  # LOGIN, and no SUPERUSER / CREATEDB / CREATEROLE / REPLICATION / BYPASSRLS
+    public_can_connect: bool
+    others_with_connect: tuple[str, ...]  # non-superuser roles besides the tenant that may connect
+    schema_version: str
+
+    @property
+    def ok(self) -> bool:
+        return self.login_ok and self.role_attributes_ok and not self.public_can_connect and not self.others_with_connect
+
+
 def generate_password() -> Secret:
     # URL-safe alphabet: the real app's '@#%&' passwords broke URL parsing downstream.
     return Secret(secrets.token_urlsafe(32))
@@ -240,9 +257,11 @@ class Provisioner:
             if owner and owner[0] != role:
                 conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(db), sql.Identifier(role)))
         conn.execute(
-            sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
-                sql.Identifier(db), sql.Identifier(db), sql.Identifier(role)
-            )
+            sql.SQL(
+                "REVOKE ALL ON DATABASE {db} FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {role}; "
+                # a non-superuser admin keeps its own way in, to apply migrations and load data
+                "GRANT CONNECT ON DATABASE {db} TO CURRENT_USER"
+            ).format(db=sql.Identifier(db), role=sql.Identifier(role))
         )
         with self.admin.with_db(db).connect() as tconn:
             if created_db:
@@ -308,6 +327,47 @@ class Provisioner:
         with tconn.transaction():
             tconn.execute(sql.SQL(";\n").join(statements))
         tconn.commit()
+
+    def verify_access(self, shop_id: int) -> AccessReport:
+        db, role = self.naming.database_name(shop_id), self.naming.role_name(shop_id)
+        conn = self._admin()
+        attrs = conn.execute(
+            "SELECT rolcanlogin AND NOT (rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication OR rolbypassrls) "
+            "FROM pg_roles WHERE rolname = %s",
+            (role,),
+        ).fetchone()
+        public = conn.execute(
+            "SELECT has_database_privilege('public', %s, 'CONNECT')", (db,)
+        ).fetchone()
+        others = conn.execute(
+            "SELECT rolname FROM pg_roles WHERE NOT rolsuper AND rolname <> %s AND rolname <> current_user "
+            "AND rolname NOT LIKE 'pg\\_%%' "
+            "AND has_database_privilege(oid, %s, 'CONNECT') ORDER BY rolname",
+            (role, db),
+        ).fetchall()
+        login_ok, login_error, version = False, "", ""
+        creds = self.registry.find(shop_id)
+        if creds is None:
+            login_error = f"shop {shop_id} has no registry entry"
+        else:
+            try:
+                with creds.spec().connect() as tconn:
+                    row = tconn.execute(
+                        sql.SQL("SELECT max(name) FROM {}").format(sql.Identifier(META_SCHEMA, "schema_migrations"))
+                    ).fetchone()
+                    version = str(row[0]) if row and row[0] else ""
+                    login_ok = True
+            except Exception as exc:  # reported, not raised: the check shows why
+                login_error = str(exc)
+        return AccessReport(
+            shop_id=shop_id,
+            login_ok=login_ok,
+            login_error=login_error,
+            role_attributes_ok=bool(attrs and attrs[0]),
+            public_can_connect=bool(public and public[0]),
+            others_with_connect=tuple(r[0] for r in others),
+            schema_version=version,
+        )
 
     # -- deprovision (the way back from phase 1) --------------------------------------------------------
 

@@ -21,7 +21,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from handyshop_migration.tenancy.dsn import SESSION_SETTINGS
 from handyshop_migration.tenancy.errors import ConnectionFailed
 from handyshop_migration.tenancy.registry import ConnectionRegistry, TenantCredentials
-from handyshop_migration.tenancy.secrets import redact
+from handyshop_migration.tenancy.secrets import one_line
 
 # The same -c options ConnectionSpec.connect sends, so pooled sessions render values identically.
 SESSION_OPTIONS = " ".join(f"-c {k}={v.replace(' ', '')}" for k, v in SESSION_SETTINGS.items())
@@ -98,7 +98,7 @@ class TenantRouter:
         try:
             creds.spec().connect(connect_timeout=self._libpq_timeout()).close()
         except ConnectionFailed as exc:
-            raise ConnectionFailed(f"cannot connect to {_where(creds)}: {redact(str(exc))}") from None
+            raise ConnectionFailed(f"cannot connect to {_where(creds)}: {one_line(exc)}") from None
 
     def _open_pool(self, shop_id: int) -> _Slot:
         creds = self.registry.get(shop_id)

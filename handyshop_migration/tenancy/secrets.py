@@ -59,6 +59,11 @@ def redact(text: str) -> str:
     return _KV_PASSWORD.sub(lambda m: m.group(1) + _MASK, text)
 
 
+def one_line(error: BaseException | str) -> str:
+    """A driver's message on one line (libpq puts its hint on a second) with passwords masked."""
+    return redact(" ".join(str(error).split()))
+
+
 def describe_url(url: str) -> str:
     """`user@host:port/dbname` of a URL or conninfo, for messages (never the password)."""
     from psycopg.conninfo import conninfo_to_dict

@@ -20,6 +20,8 @@ import psycopg
 from psycopg import sql
 
 from handyshop_migration.tenancy.catalog import Catalog, Table
+from handyshop_migration.tenancy.copy import state_table
+from handyshop_migration.tenancy.errors import CopyError
 
 
 @dataclass(frozen=True)
@@ -94,3 +96,33 @@ def verify_tables(
             source_side = table_checksum(source, t, shop_id)
             results.append(TableVerification(name, shop_id, source_side, tenant_side.result()))
     return results
+
+
+def verify_copied_table(
+    source: psycopg.Connection, tenant: psycopg.Connection, catalog: Catalog, table: str, shop_id: int
+) -> TableVerification:
+    """Verify a table right after its copy, `source` being the copy's snapshot connection, and record the
+    source side in the tenant's copy state, so that later checks need neither the snapshot nor a source
+    that has kept changing since."""
+    (result,) = verify_tables(source, tenant, catalog, shop_id, [table])
+    tenant.execute(
+        sql.SQL("UPDATE {} SET source_rows = %s, source_checksum = %s WHERE table_name = %s").format(state_table()),
+        (result.source.rows, result.source.checksum, table),
+    )
+    tenant.commit()
+    return result
+
+
+def check_copied_table(tenant: psycopg.Connection, catalog: Catalog, table: str, shop_id: int) -> TableVerification:
+    """The tenant table now against the source as it was copied (recorded by `verify_copied_table`)."""
+    recorded = tenant.execute(
+        sql.SQL("SELECT shop_id, source_rows, source_checksum FROM {} WHERE table_name = %s").format(state_table()),
+        (table,),
+    ).fetchone()
+    if recorded is None or recorded[1] is None:
+        raise CopyError(f"{table} of shop {shop_id} has not been copied and verified yet; materialize it first.")
+    if recorded[0] != shop_id:
+        raise CopyError(f"the tenant database holds {table} of shop {recorded[0]}, not of shop {shop_id}.")
+    now = table_checksum(tenant, catalog.table(table))
+    tenant.rollback()
+    return TableVerification(table, shop_id, TableChecksum(int(recorded[1]), str(recorded[2])), now)

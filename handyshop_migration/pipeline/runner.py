@@ -1,0 +1,154 @@
+"""Running the jobs from the command line (and tests and benchmarks): real runs on a real Dagster instance.
+
+Runs execute in this process (`execute_in_process`) and are recorded in the instance's storage, so the
+webserver shows them afterwards exactly as if launched from the UI. One run per shop: a range run would
+store its check results without partition (see ../shared/reference/dagster-notes.md).
+"""
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from handyshop_migration.pipeline.partitions import SHOPS
+from handyshop_migration.pipeline.phase2 import SHOP_VERIFIED
+
+# The CLI prints its own summary; every event still goes to the event log (and the UI).
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
+@dataclass
+class CheckOutcome:
+    asset: str
+    check: str
+    passed: bool
+    severity: str
+    metadata: dict[str, Any]
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    success: bool
+    seconds: float
+    checks: list[CheckOutcome]
+    failures: list[str]  # step failure messages
+    materialized: list[str]
+
+    @property
+    def failed_checks(self) -> list[CheckOutcome]:
+        return [c for c in self.checks if not c.passed and c.severity == "ERROR"]
+
+    @property
+    def warned_checks(self) -> list[CheckOutcome]:
+        return [c for c in self.checks if not c.passed and c.severity == "WARN"]
+
+
+@dataclass
+class ShopOutcome:
+    shop_id: int
+    run: RunOutcome
+    tables: int = 0
+    rows: int = 0
+    verified: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def gates_passed(self) -> int:
+        return sum(1 for c in self.run.checks if c.passed)
+
+    @property
+    def gates_failed(self) -> int:
+        return len(self.run.failed_checks)
+
+
+def _outcome(result: dg.ExecuteInProcessResult, seconds: float) -> RunOutcome:
+    checks = [
+        CheckOutcome(
+            asset="/".join(e.asset_key.path),
+            check=e.check_name,
+            passed=e.passed,
+            severity=e.severity.value,
+            metadata={k: v.value for k, v in e.metadata.items()},
+        )
+        for e in result.get_asset_check_evaluations()
+    ]
+    failures = []
+    materialized = []
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            err = event.step_failure_data.error
+            failures.append(f"{event.step_key}: {_message(err)}")
+        elif event.event_type_value == "ASSET_MATERIALIZATION":
+            materialized.append("/".join(event.asset_key.path))  # type: ignore[union-attr]
+    return RunOutcome(result.run_id, result.success, seconds, checks, failures, materialized)
+
+
+def _message(err: Any) -> str:
+    """The innermost user-facing message of a step failure (Dagster wraps it once or twice)."""
+    while err is not None and err.cause is not None and "dagster" in (err.cls_name or "").lower():
+        err = err.cause
+    text = (err.message if err is not None else "").strip()
+    return text.removeprefix("dagster._core.definitions.events.Failure: ").splitlines()[0] if text else ""
+
+
+def run_job(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    job: str,
+    *,
+    partition_key: str | None = None,
+    run_config: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+) -> RunOutcome:
+    started = time.perf_counter()
+    result = defs.resolve_job_def(job).execute_in_process(
+        instance=instance,
+        partition_key=partition_key,
+        run_config={**QUIET, **(run_config or {})},
+        tags=tags,
+        raise_on_error=False,
+    )
+    return _outcome(result, time.perf_counter() - started)
+
+
+def register_shops(instance: dg.DagsterInstance, shop_ids: Iterable[int]) -> list[str]:
+    """Add shops as partitions; returns the ones that were new."""
+    known = set(instance.get_dynamic_partitions(SHOPS))
+    new = [str(s) for s in shop_ids if str(s) not in known]
+    if new:
+        instance.add_dynamic_partitions(SHOPS, new)
+    return new
+
+
+def migrate_shop(defs: dg.Definitions, instance: dg.DagsterInstance, shop_id: int, job: str = "migrate_shop") -> ShopOutcome:
+    register_shops(instance, [shop_id])
+    run = run_job(defs, instance, job, partition_key=str(shop_id), tags={"handyshop/shop": str(shop_id)})
+    outcome = ShopOutcome(shop_id, run)
+    parity = [c for c in run.checks if c.check == "row_count_parity"]
+    outcome.tables = len(parity)
+    outcome.rows = sum(int(c.metadata.get("tenant_rows", 0)) for c in parity)
+    outcome.verified = "/".join(SHOP_VERIFIED.path) in run.materialized
+    outcome.notes = run.failures
+    return outcome
+
+
+def migrate_shops(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    shop_ids: Iterable[int],
+    *,
+    job: str = "migrate_shop",
+    progress: Callable[[ShopOutcome], None] | None = None,
+) -> list[ShopOutcome]:
+    shop_ids = list(shop_ids)
+    register_shops(instance, shop_ids)
+    outcomes = []
+    for shop in shop_ids:
+        outcome = migrate_shop(defs, instance, shop, job)
+        outcomes.append(outcome)
+        if progress:
+            progress(outcome)
+    return outcomes

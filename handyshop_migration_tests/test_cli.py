@@ -1,0 +1,96 @@
+"""The `handyshop-migration` command as an operator runs it: a subprocess, its output and exit code."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from handyshop_migration import settings
+from handyshop_migration.seed import seed_database
+from handyshop_migration.tenancy.dsn import ConnectionSpec
+from handyshop_migration.tenancy.encryption import generate_key
+
+from conftest import create_database, drop_database, drop_namespace, migration_env, unique_namespace
+
+COMMAND = [sys.executable, "-m", "handyshop_migration.cli"]
+
+
+def run(args: list[str], env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("HANDYSHOP_", "TENANT_", "DAGSTER_"))}
+    return subprocess.run(
+        COMMAND + args, env={**base, **(env or {})}, capture_output=True, text=True, timeout=timeout, cwd="/"
+    )
+
+
+def test_demo_runs_every_phase_and_prints_the_verification_table(tmp_path: Path) -> None:
+    result = run(["demo", "--shops", "5", "--scale", "0.05", "--data-dir", str(tmp_path / "demo")])
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert re.search(r"^shop\s+name\s+tables\s+rows\s+gates passed\s+gates failed\s+verified", out, re.M)
+    assert re.search(r"^all\s+95\s+\d+\s+195\s+0\s+5/5$", out, re.M), out
+    assert "all gates passed." in out
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_with_a_cross_shop_reference_fails_and_names_the_rows(tmp_path: Path) -> None:
+    result = run(["demo", "--shops", "3", "--scale", "0.05", "--cross-shop-reference",
+                  "--data-dir", str(tmp_path / "demo")])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert re.search(r"repairs\.id=\d+ \(shop 2\) -> customers\.id=\d+ \(shop 1\)", result.stdout), result.stdout
+    assert re.search(r"^3\s.*\s19\s+\d+\s+39\s+0\s+yes$", result.stdout, re.M)  # the unaffected shop is migrated
+    assert "some gates FAILED" in result.stdout
+
+
+def test_missing_environment_is_one_clear_line() -> None:
+    result = run(["migrate"])
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert settings.SOURCE_URL in lines[0] and settings.ENCRYPTION_KEY in lines[0] and "openssl rand -hex 32" in lines[0]
+
+
+def test_unreachable_server_is_one_clear_line_without_the_password(tmp_path: Path) -> None:
+    env = {
+        settings.SOURCE_URL: "postgresql://operator:s3cret-pw@127.0.0.1:1/handyshop",
+        settings.ENCRYPTION_KEY: generate_key(),
+        "DAGSTER_HOME": str(tmp_path),
+    }
+    result = run(["migrate"], env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "cannot connect to operator@127.0.0.1:1/handyshop" in result.stderr
+    assert "s3cret-pw" not in result.stderr + result.stdout
+    bad_key = run(["prepare"], {**env, settings.ENCRYPTION_KEY: "abc"})
+    assert bad_key.returncode == 2 and "64 hex" in bad_key.stderr and "Traceback" not in bad_key.stderr
+
+
+def test_every_command_explains_itself() -> None:
+    for command in ("demo", "dev", "prepare", "migrate", "status", "inspect", "seed", "add-shop"):
+        result = run([command, "--help"])
+        assert result.returncode == 0 and "usage: handyshop-migration" in result.stdout
+        assert settings.SOURCE_URL in result.stdout  # the environment is documented on every command
+
+
+def test_migrate_and_status_on_the_production_path(pg_server: ConnectionSpec, tmp_path: Path) -> None:
+    source = create_database(pg_server, "t_cli_src")
+    ns = unique_namespace()
+    env = {**migration_env(source, tmp_path / "backups", ns), "DAGSTER_HOME": str(tmp_path / "home")}
+    (tmp_path / "home").mkdir()
+    try:
+        seed_database(source, shops=3, scale=0.03)
+        migrated = run(["migrate", "--shops", "1,3"], env)
+        assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+        assert "phase 0 passed" in migrated.stdout
+        status = run(["status"], env)
+        assert status.returncode == 0, status.stderr
+        lines = {line.split()[0]: line for line in status.stdout.splitlines()[2:]}
+        assert set(lines) == {"1", "3"}
+        assert re.search(r"^1\s+2 verified\s+39\s+0\s+\d+\s+verified\s+success", lines["1"]), status.stdout
+        unknown = run(["migrate", "--shops", "1,77"], env)
+        assert unknown.returncode == 2 and "77" in unknown.stderr
+    finally:
+        drop_database(pg_server, source.dbname)
+        drop_namespace(pg_server, ns)
