@@ -29,6 +29,7 @@ from threading import Thread
 import psycopg
 from psycopg import sql
 
+from handyshop_migration.tenancy.catalog import Table
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.errors import CopyError
 from handyshop_migration.tenancy.migrations import META_SCHEMA
@@ -117,8 +118,7 @@ class SourceSnapshot:
         return f"SourceSnapshot({self.source.describe()}, {self.token})"
 
 
-def _select(tt: TenantTable, shop_id: int, fmt: str) -> tuple[sql.Composable, tuple[int]]:
-    t = tt.table
+def _select(t: Table, shop_id: int, fmt: str) -> tuple[sql.Composable, tuple[int]]:
     query = sql.SQL("COPY (SELECT {} FROM ONLY {} WHERE {} = %s) TO STDOUT (FORMAT {})").format(
         sql.SQL(", ").join(map(sql.Identifier, t.copy_columns)),
         sql.Identifier(t.schema, t.name),
@@ -184,8 +184,42 @@ def _stream(snapshot: SourceSnapshot, query: sql.Composable, params: tuple[int])
         reader.join()
 
 
+def stream_copy(
+    snapshot: SourceSnapshot, tenant: psycopg.Connection, table: Table, shop_id: int, *, freeze: bool
+) -> tuple[int, int]:
+    """Pipe the shop's rows of `table` from the snapshot into the tenant table (inside the caller's
+    transaction). `freeze` needs the table created or truncated in that transaction. Returns (rows, bytes)."""
+    fmt = "binary" if table.binary_copy_safe else "text"
+    query, params = _select(table, shop_id, fmt)
+    target = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {}{})").format(
+        sql.Identifier(table.schema, table.name),
+        sql.SQL(", ").join(map(sql.Identifier, table.copy_columns)),
+        sql.SQL(fmt),
+        sql.SQL(", FREEZE" if freeze else ""),
+    )
+    copied = 0
+    with tenant.cursor() as cur:
+        with cur.copy(target) as sink:
+            for chunk in _stream(snapshot, query, params):
+                sink.write(chunk)
+                copied += len(chunk)
+        return cur.rowcount, copied
+
+
 def ensure_state_table(tenant: psycopg.Connection) -> None:
     tenant.execute(sql.SQL(_STATE_DDL).format(schema=sql.Identifier(META_SCHEMA), table=state_table()))
+
+
+def refuse_if_live(tenant: psycopg.Connection, shop_id: int) -> None:
+    """A live tenant (writes go to it) must never be truncated and reloaded: that would erase its writes."""
+    exists = tenant.execute("SELECT to_regclass('handyshop_migration.lifecycle') IS NOT NULL").fetchone()
+    if exists and exists[0]:
+        row = tenant.execute("SELECT live_since FROM handyshop_migration.lifecycle WHERE live_since IS NOT NULL").fetchone()
+        if row is not None:
+            raise CopyError(
+                f"shop {shop_id}'s tenant database is live (it takes the shop's writes since {row[0]:%Y-%m-%d %H:%M:%S}); "
+                "a copy would erase them. Roll back the cutover (phase 4) first."
+            )
 
 
 def _snapshots(tenant: psycopg.Connection) -> dict[str, str]:
@@ -254,26 +288,17 @@ def copy_table(
     rebuild = estimate_rows(snapshot, tt, shop_id) >= rebuild_threshold
     touching = schema.foreign_keys_touching(table)
     ident = sql.Identifier(t.schema, t.name)
-    copied_bytes = 0
     try:
         with tenant.transaction():
             ensure_state_table(tenant)
+            refuse_if_live(tenant, shop_id)
             for fk in touching:
                 tenant.execute(fk.drop.encode())
             tenant.execute(sql.SQL("TRUNCATE ONLY {}").format(ident))
             if rebuild:
                 for named in (*tt.indexes, *tt.keys):
                     tenant.execute(named.drop.encode())
-            query, params = _select(tt, shop_id, fmt)
-            target = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {}, FREEZE)").format(
-                ident, sql.SQL(", ").join(map(sql.Identifier, t.copy_columns)), sql.SQL(fmt)
-            )
-            with tenant.cursor() as cur:
-                with cur.copy(target) as sink:
-                    for chunk in _stream(snapshot, query, params):
-                        sink.write(chunk)
-                        copied_bytes += len(chunk)
-                rows = cur.rowcount
+            rows, copied_bytes = stream_copy(snapshot, tenant, t, shop_id, freeze=True)
             if rebuild:
                 for named in (*tt.keys, *tt.indexes):
                     tenant.execute(named.create.encode())
