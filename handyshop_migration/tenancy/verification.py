@@ -58,9 +58,12 @@ class TableVerification:
         return f"{self.table}: source {self.source} but tenant {self.tenant}"
 
 
-def checksum_query(table: Table, shop_id: int | None) -> tuple[sql.Composable, tuple[int, ...]]:
-    """The query for one side: the shared database with `shop_id`, a tenant database without."""
-    row = sql.SQL("ROW({})::text").format(sql.SQL(", ").join(map(sql.Identifier, table.copy_columns)))
+def checksum_query(
+    table: Table, shop_id: int | None, columns: tuple[str, ...] | None = None
+) -> tuple[sql.Composable, tuple[int, ...]]:
+    """The query for one side: the shared database with `shop_id`, a tenant database without.
+    `columns` defaults to the copied columns (the retirement archive adds the tenant column)."""
+    row = sql.SQL("ROW({})::text").format(sql.SQL(", ").join(map(sql.Identifier, columns or table.copy_columns)))
     base = sql.SQL("SELECT count(*), coalesce(sum(hashtextextended({}, 0)), 0)::text FROM ONLY {}").format(
         row, sql.Identifier(table.schema, table.name)
     )
@@ -69,8 +72,10 @@ def checksum_query(table: Table, shop_id: int | None) -> tuple[sql.Composable, t
     return sql.SQL("{} WHERE {} = %s").format(base, sql.Identifier(table.tenant_column)), (shop_id,)
 
 
-def table_checksum(conn: psycopg.Connection, table: Table, shop_id: int | None = None) -> TableChecksum:
-    query, params = checksum_query(table, shop_id)
+def table_checksum(
+    conn: psycopg.Connection, table: Table, shop_id: int | None = None, columns: tuple[str, ...] | None = None
+) -> TableChecksum:
+    query, params = checksum_query(table, shop_id, columns)
     row = conn.execute(query, params).fetchone()
     assert row is not None
     return TableChecksum(int(row[0]), str(row[1]))
