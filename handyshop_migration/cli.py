@@ -3,7 +3,8 @@
   demo      embedded server, realistic shared database, every phase through Dagster, verification table
   dev       the same stack under `dagster dev` on 127.0.0.1:3000, to click through the pipeline
   prepare   phase 0 on the servers named by the environment (backup, catalog drift, validation)
-  migrate   phases 1-2 for some or all shops, on the servers named by the environment (production path)
+  migrate   phases 1-2 (and 3-5 with --through-phase) on the servers named by the environment (production path)
+  rollback  the way back from a phase for one shop
   status    one line per shop: phase reached, gates, rows, last run
   inspect   write the catalog of any shared database with a tenant column
   seed      create a realistic shared Handyshop database (for staging, tests, benchmarks)
@@ -129,32 +130,52 @@ def _run_phase0(defs: Any, instance: Any) -> tuple[bool, list[str]]:
     return ok, lines
 
 
+PHASE_NAMES = {2: "verified", 3: "synced", 4: "cut over", 5: "retired"}
+
+
 def _shop_line(o: Any) -> str:
-    state = "verified" if o.verified else "NOT verified"
-    extra = f" — {o.notes[0]}" if o.notes and not o.verified else ""
+    state = PHASE_NAMES.get(o.reached, "NOT verified")
+    extra = f" — {o.notes[0]}" if o.notes and o.reached < max([2, *o.later]) else ""
+    seconds = o.run.seconds + sum(r.seconds for r in o.later.values())
     return (
         f"  shop {o.shop_id}: {state}, {o.tables} tables, {o.rows} rows, {o.gates_passed} gates passed, "
-        f"{o.gates_failed} failed ({o.run.seconds:.1f}s){extra}"
+        f"{o.gates_failed} failed ({seconds:.1f}s){extra}"
     )
 
 
-def _summary(outcomes: Sequence[Any], names: dict[int, str]) -> str:
-    rows = [
-        (
-            o.shop_id,
-            names.get(o.shop_id, "")[:28],
-            o.tables,
-            o.rows,
-            o.gates_passed,
-            o.gates_failed,
-            "yes" if o.verified else "NO",
-        )
-        for o in outcomes
-    ]
-    total = ("all", "", sum(o.tables for o in outcomes), sum(o.rows for o in outcomes),
-             sum(o.gates_passed for o in outcomes), sum(o.gates_failed for o in outcomes),
-             f"{sum(o.verified for o in outcomes)}/{len(outcomes)}")
-    return table(("shop", "name", "tables", "rows", "gates passed", "gates failed", "verified"), [*rows, total])
+def _later_phases(defs: Any, instance: Any, outcomes: Sequence[Any], through: int, confirm_retirement: bool) -> None:
+    """Phases 3..through for every shop that reached the phase before, phase by phase across shops."""
+    from handyshop_migration.pipeline.runner import advance_shop
+
+    for phase in range(3, through + 1):
+        ready = [o for o in outcomes if o.reached == phase - 1]
+        if not ready:
+            return
+        say(f"phase {phase} ({PHASE_NAMES[phase]}) for {len(ready)} shops …")
+        for o in ready:
+            advance_shop(defs, instance, o, phase, confirm_retirement=confirm_retirement)
+            say(_shop_line(o))
+
+
+def _summary(outcomes: Sequence[Any], names: dict[int, str], writes: dict[int, Any] | None = None) -> str:
+    headers = ["shop", "name", "tables", "rows", "gates passed", "gates failed", "verified", "phase"]
+    if writes is not None:
+        headers += ["writes during migration", "found in tenant"]
+    rows = []
+    for o in outcomes:
+        row: list[object] = [o.shop_id, names.get(o.shop_id, "")[:28], o.tables, o.rows, o.gates_passed,
+                             o.gates_failed, "yes" if o.verified else "NO", PHASE_NAMES.get(o.reached, "-")]
+        if writes is not None:
+            w = writes.get(o.shop_id)
+            row += [w.made if w else 0, f"{w.found}/{w.rows}" if w and w.tenant else "-"]
+        rows.append(row)
+    total: list[object] = ["all", "", sum(o.tables for o in outcomes), sum(o.rows for o in outcomes),
+                           sum(o.gates_passed for o in outcomes), sum(o.gates_failed for o in outcomes),
+                           f"{sum(o.verified for o in outcomes)}/{len(outcomes)}", ""]
+    if writes is not None:
+        total += [sum(w.made for w in writes.values()),
+                  f"{sum(w.found for w in writes.values() if w.tenant)}/{sum(w.rows for w in writes.values() if w.tenant)}"]
+    return table(headers, [*rows, total])
 
 
 def _shop_names(source: Any) -> dict[int, str]:
@@ -176,6 +197,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     say(f"demo: fresh stack in {stack.root} (embedded PostgreSQL {args.pg_version}) …")
     stack.reset()
     stack.start()
+    app = None
     try:
         stack.ensure_storage()
         source = ensure_database(stack.admin, "handyshop")
@@ -190,20 +212,75 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         instance = _instance()
         defs = build_definitions()
+        if args.through_phase >= 3:
+            app, thread, stop = _start_app(source, report.shop_ids, args.seed)
+            say("a simulated application writes to random shops from now on (through the routing function) …")
         phase0_ok, _ = _run_phase0(defs, instance)
         say(f"phases 1-2 for {len(report.shop_ids)} shops (one Dagster run each) …")
         outcomes = migrate_shops(defs, instance, report.shop_ids, progress=lambda o: say(_shop_line(o)))
+        _later_phases(defs, instance, outcomes, args.through_phase, confirm_retirement=True)
+        writes = None
+        if app is not None:
+            stop.set()
+            thread.join()
+            writes = _check_writes(app, stack, outcomes)
         say()
-        say(_summary(outcomes, _shop_names(source)))
-        ok = phase0_ok and all(o.verified and o.gates_failed == 0 for o in outcomes)
-        say()
-        say(
-            "all gates passed." if ok else "some gates FAILED (see above)."
+        say(_summary(outcomes, _shop_names(source), writes))
+        all_found = writes is None or all(w.found == w.rows for w in writes.values() if w.tenant)
+        ok = (
+            phase0_ok
+            and all(o.reached == args.through_phase and o.gates_failed == 0 for o in outcomes)
+            and all_found
+            and (app is None or not app.errors)
         )
+        say()
+        if app is not None:
+            say(f"the application made {sum(app.writes.values())} writes ({dict(app.ops)}); "
+                f"{app.fence_retries} retries met a fence during cutovers; errors: {app.errors[:3] or 'none'}")
+            for shop, w in sorted((writes or {}).items()):
+                for line in w.missing[:5]:
+                    say(f"  MISSING shop {shop}: {line}")
+        say("all gates passed." if ok else "some gates FAILED (see above).")
         say(f"runs are recorded in {stack.dagster_home}; `handyshop-migration dev --data-dir {args.data_dir}` shows them.")
         return 0 if ok else 1
     finally:
+        if app is not None:
+            app.close()
         stack.stop()
+
+
+def _start_app(source: Any, shops: Sequence[int], seed: int) -> tuple[Any, Any, Any]:
+    from handyshop_migration.simulation import SimulatedApp
+    from handyshop_migration.tenancy.encryption import CredentialCipher
+    from handyshop_migration.tenancy.registry import ConnectionRegistry
+    from handyshop_migration.tenancy.routing import RouteResolver, RoutingTable
+
+    registry = ConnectionRegistry(source, CredentialCipher.from_env())
+    registry.ensure_schema()
+    routing = RoutingTable(source)
+    routing.ensure_schema()
+    app = SimulatedApp(source, RouteResolver(routing, registry, source, ttl=1.0), shops, seed=seed)
+    thread, stop = app.start(pause=0.02)
+    return app, thread, stop
+
+
+def _check_writes(app: Any, stack: Any, outcomes: Sequence[Any]) -> dict[int, Any]:
+    """Per shop: writes the app made, and how many of the rows it wrote are as it left them where the shop
+    lives now (its tenant once cut over, else the shared database)."""
+    from handyshop_migration.tenancy.routing import RoutingTable
+
+    routing = RoutingTable(stack.source)
+    naming = os.environ.get(settings.TENANT_DATABASE) or "shop_{id}_db"
+
+    def home(shop: int) -> tuple[Any, bool]:
+        if routing.get(shop).writes == "tenant":
+            return stack.admin.with_db(naming.format(id=shop)), False
+        return stack.source, True
+
+    results = app.verify(home)
+    for shop, result in results.items():
+        result.tenant = routing.get(shop).writes == "tenant"
+    return results
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -285,11 +362,37 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     defs = build_definitions()
     if not instance.fetch_materializations(VALIDATION, limit=1).records:
         _run_phase0(defs, instance)
+    if args.through_phase == 5 and not args.confirm_retirement:
+        raise ConfigurationError(
+            "--through-phase 5 deletes the shops' rows from the shared database (after archiving them): "
+            "add --confirm-retirement to say so."
+        )
     say(f"phases 1-2 for {len(shops)} shops …")
     outcomes = migrate_shops(defs, instance, shops, progress=lambda o: say(_shop_line(o)))
+    _later_phases(defs, instance, outcomes, args.through_phase, confirm_retirement=args.confirm_retirement)
     say()
     say(_summary(outcomes, names))
-    return 0 if all(o.verified for o in outcomes) else 1
+    return 0 if all(o.reached == args.through_phase for o in outcomes) else 1
+
+
+WAYS_BACK = {1: "rollback_shop", 2: "rollback_copy", 3: "rollback_capture", 4: "rollback_cutover", 5: "restore_retired_shop"}
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    _preflight()
+    _quiet_dagster()
+    from handyshop_migration.definitions import build_definitions
+    from handyshop_migration.pipeline.runner import run_job
+
+    job = WAYS_BACK[args.phase]
+    outcome = run_job(
+        build_definitions(), _instance(), job, partition_key=str(args.shop),
+        run_config={"ops": {f"{job}_op": {"config": {"confirm": args.confirm}}}},
+    )
+    for failure in outcome.failures:
+        say(f"  {failure}")
+    say(f"{job} for shop {args.shop}: {'done' if outcome.success else 'FAILED'} (run {outcome.run_id})")
+    return 0 if outcome.success else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -303,8 +406,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not rows:
         say("no shops registered yet (run `handyshop-migration migrate` or let new_shops_sensor add them).")
         return 0
-    say(table(("shop", "phase", "gates passed", "gates failed", "rows", "registry", "last run"),
-              [(r.shop, r.phase, r.gates_passed, r.gates_failed, r.rows, r.registry, r.last_run) for r in rows]))
+    say(table(("shop", "phase", "gates passed", "gates failed", "rows", "registry", "route", "last run"),
+              [(r.shop, r.phase, r.gates_passed, r.gates_failed, r.rows, r.registry, r.route, r.last_run) for r in rows]))
     return 0
 
 
@@ -408,11 +511,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", default=".handyshop", help="where the embedded server and DAGSTER_HOME live")
         p.add_argument("--pg-version", type=int, choices=(16, 18), default=18, help="embedded PostgreSQL version")
 
-    p = command("demo", cmd_demo, "Seed a realistic shared database on an embedded server, run every phase "
-                "through Dagster, print the per-shop verification table; exit 1 if any gate failed.")
+    p = command("demo", cmd_demo, "Seed a realistic shared database on an embedded server, run phases 0-5 "
+                "through Dagster while a simulated application keeps writing, print the per-shop verification "
+                "table; exit 1 if any gate failed or any write was lost.")
     local_options(p, 5)
     p.add_argument("--cross-shop-reference", action="store_true",
                    help="plant a repair pointing at another shop's customer (the gates must catch it)")
+    p.add_argument("--through-phase", type=int, choices=(2, 3, 4, 5), default=5,
+                   help="last phase (default 5); from 3 on, a simulated application writes throughout")
 
     p = command("dev", cmd_dev, "Embedded server + seeded database + `dagster dev` on 127.0.0.1, with the "
                 "environment set, to click through the pipeline in the UI.")
@@ -422,9 +528,19 @@ def build_parser() -> argparse.ArgumentParser:
     command("prepare", cmd_prepare, "Phase 0 on the servers named by the environment: backup, catalog drift, "
             "validation. Exit 1 if a gate failed.")
 
-    p = command("migrate", cmd_migrate, "Phases 1-2 (provision, copy, verify) for shops of the shared database "
-                "named by the environment; phase 0 first if it never ran. Exit 1 if a shop is not verified.")
+    p = command("migrate", cmd_migrate, "Phases 1-2 (provision, copy, verify) and, with --through-phase, 3 (sync), "
+                "4 (cutover), 5 (retirement) for shops of the shared database named by the environment; phase 0 "
+                "first if it never ran. Exit 1 if a shop did not get through.")
     p.add_argument("--shops", default="all", help="'all' (default) or comma-separated shop ids")
+    p.add_argument("--through-phase", type=int, choices=(2, 3, 4, 5), default=2, help="last phase to run (default 2)")
+    p.add_argument("--confirm-retirement", action="store_true",
+                   help="phase 5 deletes the shops' rows from the shared database (archived first): required for 5")
+
+    p = command("rollback", cmd_rollback, "The way back from a phase for one shop: 1 deprovision, 2 empty and "
+                "reload, 3 stop capture, 4 writes back to the shared database, 5 restore the archive.")
+    p.add_argument("--phase", type=int, choices=(1, 2, 3, 4, 5), required=True)
+    p.add_argument("--shop", type=int, required=True)
+    p.add_argument("--confirm", required=True, help="the shop's tenant database name, e.g. shop_5_db")
 
     command("status", cmd_status, "One line per shop: phase reached, gates passed/failed, rows, last run.")
 

@@ -11,9 +11,9 @@ import warnings
 import dagster as dg
 
 from handyshop_migration import settings
-from handyshop_migration.pipeline import jobs, phase0, phase1, phase2
+from handyshop_migration.pipeline import jobs, phase0, phase1, phase2, phase3, phase4, phase5
 from handyshop_migration.pipeline.resources import build_resources
-from handyshop_migration.pipeline.sensors import build_new_shops_sensor
+from handyshop_migration.pipeline.sensors import build_new_shops_sensor, build_sync_sensor
 from handyshop_migration.tenancy.catalog import Catalog, load_catalog
 from handyshop_migration.tenancy.tenant_schema import render
 
@@ -30,12 +30,22 @@ def build_definitions(catalog: Catalog | None = None, environ: dict[str, str] | 
     p0 = phase0.build_phase0(catalog)
     p1_assets, p1_checks = phase1.build_phase1(catalog)
     p2_assets, p2_checks = phase2.build_phase2(catalog, schema)
-    rollback = jobs.build_rollback_shop(catalog, [a.key for a in (*p1_assets, *p2_assets)])
+    later = [*phase3.build_phase3(catalog), *phase4.build_phase4(catalog), *phase5.build_phase5(catalog)]
+    ways_back = jobs.build_way_back_jobs(catalog, [a.key for a in (*p1_assets, *p2_assets, *later)])
+    interval = settings.sensor_interval_seconds(env)
     return dg.Definitions(
-        assets=[*p0, *p1_assets, *p2_assets],
+        assets=[*p0, *p1_assets, *p2_assets, *later],
         asset_checks=[*p1_checks, *p2_checks],
-        jobs=[jobs.prepare_source, jobs.migrate_shop, jobs.build_verify_shop([*p1_checks, *p2_checks]), rollback],
-        sensors=[build_new_shops_sensor(jobs.migrate_shop)],
+        jobs=[
+            jobs.prepare_source,
+            jobs.migrate_shop,
+            jobs.build_verify_shop([*p1_checks, *p2_checks]),
+            jobs.sync_shop,
+            jobs.cutover_shop,
+            jobs.retire_shop,
+            *ways_back,
+        ],
+        sensors=[build_new_shops_sensor(jobs.migrate_shop, interval), build_sync_sensor(jobs.sync_shop, interval)],
         resources=build_resources(env),
         executor=dg.in_process_executor,
     )

@@ -29,6 +29,47 @@ def packaged_dagster_yaml() -> str:
     return resources.files("handyshop_migration").joinpath("deploy/dagster.yaml").read_text(encoding="utf-8")
 
 
+def ensure_storage(
+    admin: ConnectionSpec, password: str, *, database: str = STORAGE_DB, role: str = STORAGE_ROLE
+) -> ConnectionSpec:
+    """Dagster's storage: database `database` owned by login role `role` (created, or its password reset).
+
+    dagster-postgres opens a new connection for every storage call (its engines use NullPool): about
+    1,300 logins for one small shop's run. A SCRAM login with the default 4,096 PBKDF2 iterations costs
+    ~6 ms here, 7 of a run's 13 seconds. The role's password is 32 random bytes, so its verifier needs no
+    key stretching (stretching slows the guessing of weak passwords; nobody guesses 256 random bits):
+    it is stored with few iterations. And each event is its own commit: synchronous_commit off saves a
+    WAL flush per event; a crash can lose the last event writes, never tenant data.
+
+    Shared by `LocalStack` (`dev`, `demo`) and the deployment tests, which each use their own names.
+    """
+    from psycopg import sql
+
+    from handyshop_migration.seed import ensure_database
+
+    with admin.connect(autocommit=True) as conn:
+        ident = sql.Identifier(role)
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        conn.execute("SET scram_iterations = 16")
+        verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256")
+        conn.execute(
+            sql.SQL("{} ROLE {} LOGIN PASSWORD {}").format(
+                sql.SQL("ALTER" if exists else "CREATE"), ident, sql.Literal(verifier.decode())
+            )
+        )
+    spec = ensure_database(admin, database)
+    with admin.connect(autocommit=True) as conn:
+        conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(database), ident))
+        conn.execute(sql.SQL("ALTER DATABASE {} SET synchronous_commit = off").format(sql.Identifier(database)))
+    return spec.with_user(role, Secret(password))
+
+
+def storage_url(spec: ConnectionSpec) -> str:
+    """DAGSTER_PG_URL for `spec` (a secret): the psycopg2 driver named, as dagster-postgres needs under
+    SQLAlchemy 2.1 (a bare postgresql:// selects psycopg 3, whose NOTIFY fails)."""
+    return spec.url().reveal().replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
 @dataclass
 class LocalStack:
     root: Path = field(default_factory=lambda: Path(".handyshop"))
@@ -68,35 +109,8 @@ class LocalStack:
         return self.admin.with_db(SOURCE_DB)
 
     def ensure_storage(self) -> ConnectionSpec:
-        """Dagster's storage: database `dagster`, owned by role `dagster_storage`.
-
-        dagster-postgres opens a new connection for every storage call (its engines use NullPool): about
-        1,300 logins for one small shop's run. A SCRAM login with the default 4,096 PBKDF2 iterations costs
-        ~6 ms here, 7 of a run's 13 seconds. This role's password is 32 random bytes, so its verifier needs no
-        key stretching (stretching slows the guessing of weak passwords; nobody guesses 256 random bits):
-        it is stored with few iterations. And each event is its own commit: synchronous_commit off saves a
-        WAL flush per event; a crash can lose the last event writes, never tenant data.
-        """
-        from psycopg import sql
-
-        from handyshop_migration.seed import ensure_database
-
-        password = self._storage_password()
-        with self.admin.connect(autocommit=True) as conn:
-            role = sql.Identifier(STORAGE_ROLE)
-            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (STORAGE_ROLE,)).fetchone()
-            conn.execute("SET scram_iterations = 16")
-            verifier = conn.pgconn.encrypt_password(password.encode(), STORAGE_ROLE.encode(), b"scram-sha-256")
-            conn.execute(
-                sql.SQL("{} ROLE {} LOGIN PASSWORD {}").format(
-                    sql.SQL("ALTER" if exists else "CREATE"), role, sql.Literal(verifier.decode())
-                )
-            )
-        spec = ensure_database(self.admin, STORAGE_DB)
-        with self.admin.connect(autocommit=True) as conn:
-            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(STORAGE_DB), role))
-            conn.execute(sql.SQL("ALTER DATABASE {} SET synchronous_commit = off").format(sql.Identifier(STORAGE_DB)))
-        return spec.with_user(STORAGE_ROLE, Secret(password))
+        """Dagster's storage on the embedded server (see `ensure_storage`)."""
+        return ensure_storage(self.admin, self._storage_password())
 
     def _storage_password(self) -> str:
         path = self.root / "dagster_storage.password"
@@ -114,8 +128,7 @@ class LocalStack:
 
     def environment(self) -> dict[str, str]:
         """Variables a run needs (they hold secrets: give them to child processes, never print them)."""
-        storage_spec = self.admin.with_db(STORAGE_DB).with_user(STORAGE_ROLE, Secret(self._storage_password()))
-        storage = storage_spec.url().reveal().replace("postgresql://", "postgresql+psycopg2://", 1)
+        storage = storage_url(self.admin.with_db(STORAGE_DB).with_user(STORAGE_ROLE, Secret(self._storage_password())))
         return {
             settings.SOURCE_URL: self.source.url().reveal(),
             settings.ENCRYPTION_KEY: self.encryption_key(),

@@ -16,11 +16,16 @@ BACKUP_DIR = "HANDYSHOP_BACKUP_DIR"  # where phase 0 writes the pg_dump of the s
 TENANT_DATABASE = "HANDYSHOP_TENANT_DATABASE"  # name pattern, default shop_{id}_db
 TENANT_ROLE = "HANDYSHOP_TENANT_ROLE"  # name pattern, default shop_user_{id}
 GLOBAL_SHOP_IDS = "HANDYSHOP_GLOBAL_SHOP_IDS"  # shop ids that mark global rows, default "0,1682"
+SENSOR_INTERVAL = "HANDYSHOP_SENSOR_INTERVAL_SECONDS"  # new_shops_sensor's minimum interval, default 30
+CAPTURE = "HANDYSHOP_CAPTURE"  # "off" copies without capturing writes (no phase 3); default on
+ARCHIVE_DIR = "HANDYSHOP_ARCHIVE_DIR"  # where phase 5 archives a shop's rows before deleting them
 ENCRYPTION_KEY = "TENANT_ENCRYPTION_KEY"
 OLD_ENCRYPTION_KEYS = "TENANT_ENCRYPTION_OLD_KEYS"
 
 DEFAULT_BACKUP_DIR = "backups"
+DEFAULT_ARCHIVE_DIR = "archives"
 DEFAULT_GLOBAL_SHOP_IDS = (0, 1682)
+DEFAULT_SENSOR_INTERVAL = 30
 
 
 def global_shop_ids(environ: Mapping[str, str] | None = None) -> tuple[int, ...]:
@@ -33,6 +38,21 @@ def global_shop_ids(environ: Mapping[str, str] | None = None) -> tuple[int, ...]
         raise ConfigurationError(
             f"{GLOBAL_SHOP_IDS}={raw!r} is not a comma-separated list of shop ids; e.g. {GLOBAL_SHOP_IDS}=0,1682."
         ) from None
+
+
+def sensor_interval_seconds(environ: Mapping[str, str] | None = None) -> int:
+    """How often new_shops_sensor may look for new shops. Read when the definitions load (tests shorten it;
+    the daemon evaluates sensors at most every 5 s whatever this says)."""
+    raw = (environ if environ is not None else os.environ).get(SENSOR_INTERVAL, "").strip()
+    if not raw:
+        return DEFAULT_SENSOR_INTERVAL
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigurationError(f"{SENSOR_INTERVAL}={raw!r} is not a whole number of seconds >= 1; e.g. {SENSOR_INTERVAL}=30.")
+    return value
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ class ShopWrites:
     rows: int = 0
     found: int = 0
     missing: list[str] = field(default_factory=list)
+    tenant: bool = False  # checked in the shop's tenant database (else in the shared one)
 
 
 class SimulatedApp:

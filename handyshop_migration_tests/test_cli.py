@@ -29,18 +29,27 @@ def test_demo_runs_every_phase_and_prints_the_verification_table(tmp_path: Path)
     result = run(["demo", "--shops", "5", "--scale", "0.05", "--data-dir", str(tmp_path / "demo")])
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert re.search(r"^shop\s+name\s+tables\s+rows\s+gates passed\s+gates failed\s+verified", out, re.M)
-    assert re.search(r"^all\s+95\s+\d+\s+195\s+0\s+5/5$", out, re.M), out
-    assert "all gates passed." in out
+    assert re.search(
+        r"^shop\s+name\s+tables\s+rows\s+gates passed\s+gates failed\s+verified\s+phase\s+writes during migration"
+        r"\s+found in tenant$", out, re.M,
+    )
+    total = re.search(r"^all\s+95\s+\d+\s+195\s+0\s+5/5\s+(\d+)\s+(\d+)/(\d+)$", out, re.M)
+    assert total, out
+    made, found, rows = map(int, total.groups())
+    assert made >= 200 and found == rows > 0  # every row the application wrote is in a tenant, as it left it
+    assert len(re.findall(r"^\d\s.*\s19\s+\d+\s+39\s+0\s+yes\s+retired\s", out, re.M)) == 5
+    assert "errors: none" in out and "all gates passed." in out
     assert "Traceback" not in result.stderr
 
 
 def test_demo_with_a_cross_shop_reference_fails_and_names_the_rows(tmp_path: Path) -> None:
-    result = run(["demo", "--shops", "3", "--scale", "0.05", "--cross-shop-reference",
+    result = run(["demo", "--shops", "3", "--scale", "0.05", "--cross-shop-reference", "--through-phase", "2",
                   "--data-dir", str(tmp_path / "demo")])
     assert result.returncode == 1, result.stdout + result.stderr
     assert re.search(r"repairs\.id=\d+ \(shop 2\) -> customers\.id=\d+ \(shop 1\)", result.stdout), result.stdout
-    assert re.search(r"^3\s.*\s19\s+\d+\s+39\s+0\s+yes$", result.stdout, re.M)  # the unaffected shop is migrated
+    # the unaffected shop goes all the way; the two named shops stay on the shared database
+    assert re.search(r"^3\s.*\s19\s+\d+\s+39\s+0\s+yes\s+verified$", result.stdout, re.M), result.stdout
+    assert re.search(r"^1\s.*\s0\s+0\s+0\s+0\s+NO\s+-$", result.stdout, re.M)
     assert "some gates FAILED" in result.stdout
 
 

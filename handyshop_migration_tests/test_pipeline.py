@@ -3,15 +3,14 @@ daemon evaluates it, the rollback job, and definitions built from any catalog.""
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import pytest
 from dagster._core.event_api import PartitionKeyFilter
+from dagster_stack import Stack, dagster_stack
 from psycopg import sql
 
 from handyshop_migration import cli, settings
@@ -20,52 +19,21 @@ from handyshop_migration.pipeline.gates import current_partitions
 from handyshop_migration.pipeline.partitions import SHOPS
 from handyshop_migration.pipeline.phase2 import SHOP_VERIFIED, table_key
 from handyshop_migration.pipeline.runner import migrate_shop, register_shops, run_job
-from handyshop_migration.seed import TENANT_TABLES, SeedReport, add_shop, seed_database
+from handyshop_migration.seed import TENANT_TABLES, add_shop
 from handyshop_migration.tenancy.catalog import load_catalog
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.encryption import CredentialCipher
-from handyshop_migration.tenancy.registry import ConnectionRegistry
 
 import exotic
-from conftest import create_database, drop_database, drop_namespace, migration_env, unique_namespace
+from conftest import create_database, drop_database
 
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 
-@dataclass
-class Stack:
-    admin: ConnectionSpec
-    source: ConnectionSpec
-    report: SeedReport
-    env: dict[str, str]
-    instance: dg.DagsterInstance
-    defs: dg.Definitions
-
-    def tenant(self, shop: int) -> ConnectionSpec:
-        return self.admin.with_db(self.env[settings.TENANT_DATABASE].format(id=shop))
-
-    def registry(self) -> ConnectionRegistry:
-        return ConnectionRegistry(self.source, CredentialCipher(self.env[settings.ENCRYPTION_KEY]))
-
-
 @pytest.fixture(scope="module")
 def stack(pg_server: ConnectionSpec, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    source = create_database(pg_server, "t_pipe_src")
-    report = seed_database(source, shops=4, scale=0.03, seed=5)
-    ns = unique_namespace()
-    env = migration_env(source, tmp_path_factory.mktemp("backups"), ns)
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in env.items():
-            mp.setenv(k, v)
-        with dg.instance_for_test(temp_dir=str(tmp_path_factory.mktemp("dagster"))) as instance:
-            defs = build_definitions(environ=dict(os.environ))
-            s = Stack(pg_server, source, report, env, instance, defs)
-            phase0 = run_job(defs, instance, "prepare_source")
-            assert phase0.success, phase0.failures
-            yield s
-    drop_namespace(pg_server, ns)
-    drop_database(pg_server, source.dbname)
+    with dagster_stack(pg_server, tmp_path_factory, "t_pipe_src", shops=4, scale=0.03, seed=5) as s:
+        yield s
 
 
 def _rows(spec: ConnectionSpec, table: str, shop: int | None) -> list[tuple]:
@@ -196,7 +164,7 @@ def test_rollback_refuses_without_confirmation_then_removes_everything(stack: St
         stack.instance,
         "rollback_shop",
         partition_key=str(shop),
-        run_config={"ops": {"deprovision_shop": {"config": {"confirm": db}}}},
+        run_config={"ops": {"rollback_shop_op": {"config": {"confirm": db}}}},
     )
     assert done.success, done.failures
     with stack.admin.connect() as conn:

@@ -63,7 +63,7 @@ def _table_asset(catalog: Catalog, schema: TenantSchema, table: Table) -> dg.Ass
     )
     def copy(context: dg.AssetExecutionContext, source: SourceDatabase, tenant_server: TenantServer) -> dg.MaterializeResult:
         shop = shop_id(context)
-        snapshot = source.snapshot(shop)
+        snapshot = source.snapshot(shop, catalog)
         tenant = tenant_server.connect(shop)
         result = copy_table(snapshot, tenant, schema, table.name, shop)
         verified = verify_copied_table(snapshot.conn, tenant, catalog, table.name, shop)

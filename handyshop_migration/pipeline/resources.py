@@ -15,6 +15,7 @@ import psycopg
 from pydantic import PrivateAttr
 
 from handyshop_migration import settings
+from handyshop_migration.tenancy import capture
 from handyshop_migration.tenancy.catalog import Catalog
 from handyshop_migration.tenancy.copy import SourceSnapshot
 from handyshop_migration.tenancy.dsn import ConnectionSpec
@@ -23,6 +24,7 @@ from handyshop_migration.tenancy.migrations import Migration, tenant_migrations
 from handyshop_migration.tenancy.provisioning import Provisioner, TenantNaming
 from handyshop_migration.tenancy.registry import ConnectionRegistry
 from handyshop_migration.tenancy.router import TenantRouter
+from handyshop_migration.tenancy.routing import RoutingTable
 from handyshop_migration.tenancy.secrets import Secret
 
 
@@ -32,8 +34,12 @@ class SourceDatabase(dg.ConfigurableResource):
 
     url: str
     global_shop_ids: list[int] = list(settings.DEFAULT_GLOBAL_SHOP_IDS)
+    # Capture a shop's writes from before its copy's snapshot (phase 3 needs it; costs a trigger per write).
+    capture: bool = True
+    archive_dir: str = settings.DEFAULT_ARCHIVE_DIR
 
     _snapshots: dict[int, SourceSnapshot] = PrivateAttr(default_factory=dict)
+    _routing: RoutingTable | None = PrivateAttr(default=None)
 
     def spec(self) -> ConnectionSpec:
         return ConnectionSpec.from_url(Secret(self.url), name=settings.SOURCE_URL)
@@ -41,10 +47,20 @@ class SourceDatabase(dg.ConfigurableResource):
     def connect(self) -> psycopg.Connection:
         return self.spec().connect()
 
-    def snapshot(self, shop_id: int) -> SourceSnapshot:
+    def snapshot(self, shop_id: int, catalog: Catalog) -> SourceSnapshot:
+        """The run's snapshot of a shop; capture starts first, so every write is in it or in the log."""
         if shop_id not in self._snapshots:
+            if self.capture:
+                with self.connect() as conn:
+                    capture.enable(conn, catalog, shop_id)
             self._snapshots[shop_id] = SourceSnapshot(self.spec())
         return self._snapshots[shop_id]
+
+    def routing(self) -> RoutingTable:
+        if self._routing is None:
+            self._routing = RoutingTable(self.spec())
+            self._routing.ensure_schema()
+        return self._routing
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         for snap in self._snapshots.values():
@@ -186,7 +202,10 @@ def build_resources(environ: dict[str, str] | None = None) -> dict[str, Any]:
         return dg.EnvVar(name) if env.get(name) else ""
 
     source = SourceDatabase.configure_at_launch(
-        url=dg.EnvVar(settings.SOURCE_URL), global_shop_ids=list(settings.global_shop_ids(env))
+        url=dg.EnvVar(settings.SOURCE_URL),
+        global_shop_ids=list(settings.global_shop_ids(env)),
+        capture=env.get(settings.CAPTURE, "on").strip().lower() not in ("off", "0", "false", "no"),
+        archive_dir=env.get(settings.ARCHIVE_DIR) or settings.DEFAULT_ARCHIVE_DIR,
     )
     encryption = Encryption.configure_at_launch(
         key=dg.EnvVar(settings.ENCRYPTION_KEY), old_keys=optional(settings.OLD_ENCRYPTION_KEYS)

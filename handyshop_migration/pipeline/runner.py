@@ -54,14 +54,27 @@ class ShopOutcome:
     rows: int = 0
     verified: bool = False
     notes: list[str] = field(default_factory=list)
+    later: dict[int, RunOutcome] = field(default_factory=dict)  # phase -> its run (3, 4, 5)
+
+    @property
+    def reached(self) -> int:
+        """The last phase whose run succeeded (2 when verified)."""
+        phase = 2 if self.verified else 0
+        for p in sorted(self.later):
+            if not self.later[p].success:
+                break
+            phase = p
+        return phase
 
     @property
     def gates_passed(self) -> int:
-        return sum(1 for c in self.run.checks if c.passed)
+        return sum(1 for r in (self.run, *self.later.values()) for c in r.checks if c.passed)
 
     @property
     def gates_failed(self) -> int:
-        return len(self.run.failed_checks)
+        return sum(len(r.failed_checks) for r in (self.run, *self.later.values())) + sum(
+            1 for r in self.later.values() if not r.success
+        )
 
 
 def _outcome(result: dg.ExecuteInProcessResult, seconds: float) -> RunOutcome:
@@ -152,3 +165,24 @@ def migrate_shops(
         if progress:
             progress(outcome)
     return outcomes
+
+
+PHASE_JOBS = {3: "sync_shop", 4: "cutover_shop", 5: "retire_shop"}
+
+
+def retirement_config(shop_id: int) -> dict[str, Any]:
+    from handyshop_migration.pipeline.phase5 import confirmation
+
+    return {"ops": {"legacy_retirement": {"config": {"confirm": confirmation(shop_id)}}}}
+
+
+def advance_shop(
+    defs: dg.Definitions, instance: dg.DagsterInstance, outcome: ShopOutcome, phase: int, *, confirm_retirement: bool = False
+) -> RunOutcome:
+    """Run phase 3, 4 or 5 for a shop that reached the phase before; the outcome records it."""
+    config = retirement_config(outcome.shop_id) if phase == 5 and confirm_retirement else None
+    run = run_job(defs, instance, PHASE_JOBS[phase], partition_key=str(outcome.shop_id), run_config=config,
+                  tags={"handyshop/shop": str(outcome.shop_id)})
+    outcome.later[phase] = run
+    outcome.notes.extend(run.failures)
+    return run

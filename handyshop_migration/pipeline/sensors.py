@@ -7,19 +7,26 @@ sensor waits: a run would only be refused by phase 1's gate.
 """
 
 
+import time
+
 import dagster as dg
 
-from handyshop_migration.pipeline.gates import VALIDATION
+from handyshop_migration import settings
+from handyshop_migration.pipeline.gates import VALIDATION, is_current
 from handyshop_migration.pipeline.partitions import SHOPS, shops_partitions
+from handyshop_migration.pipeline.phase2 import SHOP_VERIFIED
 from handyshop_migration.pipeline.resources import SourceDatabase
+from handyshop_migration.tenancy import capture
 from handyshop_migration.tenancy.shops import list_shops
 
 
-def build_new_shops_sensor(job: dg.JobDefinition | object) -> dg.SensorDefinition:
+def build_new_shops_sensor(
+    job: dg.JobDefinition | object, minimum_interval_seconds: int = settings.DEFAULT_SENSOR_INTERVAL
+) -> dg.SensorDefinition:
     @dg.sensor(
         name="new_shops_sensor",
         job=job,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Adds a partition for every shop not yet known and launches its phases 1-2 (one run per shop).",
     )
@@ -42,3 +49,35 @@ def build_new_shops_sensor(job: dg.JobDefinition | object) -> dg.SensorDefinitio
         )
 
     return new_shops_sensor
+
+
+def build_sync_sensor(job: dg.JobDefinition | object, minimum_interval_seconds: int) -> dg.SensorDefinition:
+    """Keeps captured shops in step until their cutover: a sync run for each verified shop with pending
+    changes. One query per tick (the change log's counts per shop)."""
+
+    @dg.sensor(
+        name="shop_sync_sensor",
+        job=job,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Launches tenant_sync for every verified, not yet cut over shop with pending captured changes.",
+    )
+    def shop_sync_sensor(context: dg.SensorEvaluationContext, source: SourceDatabase) -> dg.SensorResult | dg.SkipReason:
+        with source.connect() as conn:
+            pending = {shop: lag for shop, lag in capture.lags(conn).items() if lag.pending}
+        ready = [s for s in sorted(pending) if is_current(context.instance, SHOP_VERIFIED, str(s))]
+        if not ready:
+            return dg.SkipReason("no verified shop has pending changes")
+        tick = int(time.time()) // max(minimum_interval_seconds, 1)
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    partition_key=str(s),
+                    run_key=f"sync-{s}-{tick}",
+                    tags={"handyshop/shop": str(s), "handyshop/pending_changes": str(pending[s].pending)},
+                )
+                for s in ready
+            ]
+        )
+
+    return shop_sync_sensor

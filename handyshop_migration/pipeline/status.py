@@ -12,9 +12,18 @@ from handyshop_migration.pipeline.gates import current_partitions
 from handyshop_migration.pipeline.partitions import SHOPS
 from handyshop_migration.pipeline.phase1 import TENANT_DATABASE
 from handyshop_migration.pipeline.phase2 import SHOP_VERIFIED
+from handyshop_migration.pipeline.phase3 import TENANT_SYNC
+from handyshop_migration.pipeline.phase4 import TENANT_CUTOVER
+from handyshop_migration.pipeline.phase5 import LEGACY_RETIREMENT
 
-# (label, asset) in phase order: a shop's phase is the last of these materialized for it.
-PHASES: list[tuple[str, dg.AssetKey]] = [("1 provisioned", TENANT_DATABASE), ("2 verified", SHOP_VERIFIED)]
+# (label, asset) in phase order: a shop's phase is the last of these materialized (and not rolled back).
+PHASES: list[tuple[str, dg.AssetKey]] = [
+    ("1 provisioned", TENANT_DATABASE),
+    ("2 verified", SHOP_VERIFIED),
+    ("3 syncing", TENANT_SYNC),
+    ("4 cut over", TENANT_CUTOVER),
+    ("5 retired", LEGACY_RETIREMENT),
+]
 
 
 @dataclass(frozen=True)
@@ -25,20 +34,26 @@ class ShopStatus:
     gates_failed: int
     rows: str
     registry: str
+    route: str
     last_run: str
 
 
-def _registry_statuses() -> dict[int, str]:
-    """Registry status per shop, when the environment names the control database and key."""
+def _control_state() -> tuple[dict[int, str], dict[int, str]]:
+    """Registry status and routing state per shop, when the environment names the control database."""
     if settings.missing(settings.REQUIRED_FOR_MIGRATION):
-        return {}
+        return {}, {}
     from handyshop_migration.tenancy.dsn import ConnectionSpec
     from handyshop_migration.tenancy.encryption import CredentialCipher
     from handyshop_migration.tenancy.registry import ConnectionRegistry
+    from handyshop_migration.tenancy.routing import RoutingTable
 
     source = ConnectionSpec.from_url(os.environ[settings.SOURCE_URL], name=settings.SOURCE_URL)
     with ConnectionRegistry(source, CredentialCipher.from_env()) as registry:
-        return {c.shop_id: c.status for c in registry.list()}
+        statuses = {c.shop_id: c.status for c in registry.list()}
+    routing = RoutingTable(source)
+    routing.ensure_schema()
+    routes = {r.shop_id: f"{r.state} (reads {r.reads}, writes {r.writes})" for r in routing.all()}
+    return statuses, routes
 
 
 def shop_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[ShopStatus]:
@@ -46,7 +61,7 @@ def shop_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[Shop
     graph = defs.resolve_asset_graph()
     check_keys = [k for k in graph.asset_check_keys if graph.get(k.asset_key).partitions_def is not None]
     materialized = {key: current_partitions(instance, key) for _, key in PHASES}
-    registry = _registry_statuses()
+    registry, routes = _control_state()
     rows = []
     for shop in sorted(shops, key=lambda s: (len(s), s)):
         phase = "0 registered"
@@ -74,5 +89,7 @@ def shop_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[Shop
             when = record.end_time or record.start_time if record else None
             stamp = datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d %H:%M") if when else ""
             last = f"{runs[0].status.value.lower()} {stamp}".strip()
-        rows.append(ShopStatus(shop, phase, passed, failed, total, registry.get(int(shop), ""), last))
+        rows.append(
+            ShopStatus(shop, phase, passed, failed, total, registry.get(int(shop), ""), routes.get(int(shop), "shared"), last)
+        )
     return rows

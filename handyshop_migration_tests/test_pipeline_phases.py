@@ -1,0 +1,173 @@
+"""Phases 3-5 and the ways back as Dagster runs: gates, confirmations, routing, and what each leaves in the
+databases. The tests build on each other in file order (one stack, shops 1-3)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import dagster as dg
+import pytest
+from dagster_stack import Stack, dagster_stack
+from psycopg import sql
+
+from handyshop_migration.pipeline.gates import current_partitions
+from handyshop_migration.pipeline.phase4 import TENANT_CUTOVER
+from handyshop_migration.pipeline.phase5 import LEGACY_RETIREMENT
+from handyshop_migration.pipeline.runner import migrate_shop, run_job
+from handyshop_migration.seed import add_shop
+from handyshop_migration.tenancy import capture
+from handyshop_migration.tenancy.catalog import load_catalog
+from handyshop_migration.tenancy.routing import RoutingTable
+from handyshop_migration.tenancy.verification import verify_tables
+
+CATALOG = load_catalog()
+
+
+@pytest.fixture(scope="module")
+def stack(pg_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
+    with dagster_stack(pg_server, tmp_path_factory, "t_phases_src", shops=3, scale=0.03, seed=8) as s:
+        for shop in s.report.shop_ids:
+            outcome = migrate_shop(s.defs, s.instance, shop)
+            assert outcome.verified, outcome.run.failures
+        yield s
+
+
+def _confirm(stack: Stack, job: str, shop: int) -> dict[str, object]:
+    return {"ops": {f"{job}_op": {"config": {"confirm": stack.tenant(shop).dbname}}}}
+
+
+def _shop_rows(stack: Stack, shop: int) -> int:
+    with stack.source.connect() as conn:
+        return sum(
+            conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE shop_id = %s").format(sql.Identifier(t.name)), (shop,)).fetchone()[0]  # type: ignore[index]
+            for t in CATALOG.tables
+        )
+
+
+def test_sync_applies_writes_made_after_the_copy_and_reports_lag(stack: Stack) -> None:
+    shop = 1
+    with stack.source.connect() as conn:
+        assert capture.is_captured(conn, shop)  # phase 2 started capture before its snapshot
+        cid = conn.execute(
+            "INSERT INTO customers (first_name, last_name, phone, shop_id) VALUES ('Nach', 'Kopie', '1', %s) RETURNING id",
+            (shop,),
+        ).fetchone()[0]  # type: ignore[index]
+        conn.execute("DELETE FROM newsletter_subscribers WHERE id = (SELECT min(id) FROM newsletter_subscribers WHERE shop_id = %s)", (shop,))
+        conn.commit()
+    # the sync sensor sees the pending changes of a verified shop and asks for a run
+    sensor = stack.defs.resolve_sensor_def("shop_sync_sensor")
+    with dg.build_sensor_context(
+        instance=stack.instance, definitions=stack.defs, resources=stack.defs.resources, instance_ref=stack.instance.get_ref()
+    ) as ctx:
+        result = sensor.evaluate_tick(ctx)
+    assert [r.partition_key for r in result.run_requests] == [str(shop)]
+    run = run_job(stack.defs, stack.instance, "sync_shop", partition_key=str(shop))
+    assert run.success, run.failures
+    mat = stack.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("tenant_sync"), asset_partitions=[str(shop)]), limit=1
+    ).records[0].asset_materialization
+    assert mat is not None
+    assert mat.metadata["changes_applied"].value >= 2 and mat.metadata["lag_changes"].value == 0
+    with stack.tenant(shop).connect() as tenant:
+        assert tenant.execute("SELECT last_name FROM customers WHERE id = %s", (cid,)).fetchone() == ("Kopie",)
+    with stack.source.connect() as src, stack.tenant(shop).connect() as tenant:
+        assert all(v.ok for v in verify_tables(src, tenant, CATALOG, shop))
+
+
+def test_cutover_moves_reads_then_writes_and_records_every_step(stack: Stack) -> None:
+    shop = 1
+    routing = RoutingTable(stack.source)
+    reads = run_job(
+        stack.defs, stack.instance, "cutover_shop", partition_key=str(shop),
+        run_config={"ops": {"tenant_cutover": {"config": {"step": "reads", "read_rollout_percent": 100}}}},
+    )
+    assert reads.success, reads.failures
+    assert routing.get(shop).reads == "rollout" and routing.get(shop).writes == "shared"
+    writes = run_job(stack.defs, stack.instance, "cutover_shop", partition_key=str(shop))
+    assert writes.success, writes.failures
+    route = routing.get(shop)
+    assert (route.state, route.reads, route.writes) == ("live", "tenant", "tenant")
+    reasons = [h.reason for h in routing.history(shop)]
+    assert any("fencing" in r for r in reasons) and any("writes to the tenant" in r for r in reasons)
+    with stack.source.connect() as conn:
+        assert capture.is_fenced(conn, shop)
+    with stack.registry() as registry:
+        assert registry.get(shop).status == "live"
+
+
+def test_retirement_needs_confirmation_and_cutover_then_deletes_exactly_the_shop(stack: Stack) -> None:
+    before = {s: _shop_rows(stack, s) for s in (1, 2, 3)}
+    refused = run_job(stack.defs, stack.instance, "retire_shop", partition_key="1")
+    assert not refused.success and "retire shop 1" in refused.failures[0]
+    not_cut_over = run_job(
+        stack.defs, stack.instance, "retire_shop", partition_key="2",
+        run_config={"ops": {"legacy_retirement": {"config": {"confirm": "retire shop 2"}}}},
+    )
+    assert not not_cut_over.success and "no current cutover" in not_cut_over.failures[0]
+    done = run_job(
+        stack.defs, stack.instance, "retire_shop", partition_key="1",
+        run_config={"ops": {"legacy_retirement": {"config": {"confirm": "retire shop 1"}}}},
+    )
+    assert done.success, done.failures
+    assert _shop_rows(stack, 1) == 0 and _shop_rows(stack, 2) == before[2] and _shop_rows(stack, 3) == before[3]
+    assert RoutingTable(stack.source).get(1).state == "retired"
+    # a cutover cannot be rolled back while the shared database lacks the shop's rows
+    blocked = run_job(stack.defs, stack.instance, "rollback_cutover", partition_key="1",
+                      run_config=_confirm(stack, "rollback_cutover", 1))
+    assert not blocked.success and "Restore its archive" in blocked.failures[0]
+
+
+def test_ways_back_from_phase_5_and_4_bring_every_row_home(stack: Stack) -> None:
+    shop = 1
+    unconfirmed = run_job(stack.defs, stack.instance, "restore_retired_shop", partition_key=str(shop))
+    assert not unconfirmed.success and stack.tenant(shop).dbname in unconfirmed.failures[0]
+    restored = run_job(stack.defs, stack.instance, "restore_retired_shop", partition_key=str(shop),
+                       run_config=_confirm(stack, "restore_retired_shop", shop))
+    assert restored.success, restored.failures
+    assert str(shop) not in current_partitions(stack.instance, LEGACY_RETIREMENT)
+    # the tenant took writes while live: they must come back with the rollback of the cutover
+    creds = stack.registry().get(shop)
+    with creds.spec().connect() as tenant:
+        new_id = tenant.execute(
+            "INSERT INTO customers (first_name, last_name, phone) VALUES ('Live', 'Im Tenant', '2') RETURNING id"
+        ).fetchone()[0]  # type: ignore[index]
+        tenant.execute("UPDATE customers SET city = 'Linz' WHERE id = (SELECT min(id) FROM customers)")
+        tenant.commit()
+    back = run_job(stack.defs, stack.instance, "rollback_cutover", partition_key=str(shop),
+                   run_config=_confirm(stack, "rollback_cutover", shop))
+    assert back.success, back.failures
+    with stack.source.connect() as src:
+        assert src.execute("SELECT shop_id FROM customers WHERE id = %s", (new_id,)).fetchone() == (shop,)
+    with stack.source.connect() as src, stack.tenant(shop).connect() as tenant:
+        assert all(v.ok for v in verify_tables(src, tenant, CATALOG, shop))
+    route = RoutingTable(stack.source).get(shop)
+    assert (route.state, route.reads, route.writes) == ("shared", "shared", "shared")
+    assert str(shop) not in current_partitions(stack.instance, TENANT_CUTOVER)
+    with stack.source.connect() as conn:
+        conn.execute("UPDATE customers SET phone = 'wieder im Shared' WHERE id = %s", (new_id,))  # not fenced any more
+        conn.rollback()
+
+
+def test_ways_back_from_phases_3_and_2_and_the_new_shop_path(stack: Stack) -> None:
+    shop = 2
+    stopped = run_job(stack.defs, stack.instance, "rollback_capture", partition_key=str(shop),
+                      run_config=_confirm(stack, "rollback_capture", shop))
+    assert stopped.success, stopped.failures
+    with stack.source.connect() as conn:
+        assert not capture.is_captured(conn, shop)
+    sync = run_job(stack.defs, stack.instance, "sync_shop", partition_key=str(shop))
+    assert not sync.success and "not captured" in sync.failures[0]
+    with stack.tenant(shop).connect() as tenant:
+        tenant.execute("DELETE FROM newsletter_subscribers")
+        tenant.commit()
+    reloaded = run_job(stack.defs, stack.instance, "rollback_copy", partition_key=str(shop),
+                       run_config=_confirm(stack, "rollback_copy", shop))
+    assert reloaded.success, reloaded.failures
+    with stack.source.connect() as src, stack.tenant(shop).connect() as tenant:
+        assert all(v.ok for v in verify_tables(src, tenant, CATALOG, shop))
+    # a shop that signs up now goes through every phase too
+    new_shop = add_shop(stack.source, name="Spät & Gut", seed=2, scale=0.03)
+    assert migrate_shop(stack.defs, stack.instance, new_shop).verified
+    for job in ("sync_shop", "cutover_shop"):
+        assert run_job(stack.defs, stack.instance, job, partition_key=str(new_shop)).success
+    assert RoutingTable(stack.source).get(new_shop).state == "live"
