@@ -131,9 +131,17 @@ def reserve_ids(
     return reserved
 
 
-def _verify(source: ConnectionSpec, tenant: ConnectionSpec, catalog: Catalog, shop_id: int) -> list[TableVerification]:
+def _verify(
+    report: CutoverReport, source: ConnectionSpec, tenant: ConnectionSpec, catalog: Catalog, shop_id: int, refusal: str
+) -> None:
+    """The gate of both directions: every table equal on both sides, or CutoverRefused (`refusal` says
+    where the writes stay)."""
     with SourceSnapshot(source) as snap, tenant.connect() as tconn:
-        return verify_tables(snap.conn, tconn, catalog, shop_id)
+        report.verification = verify_tables(snap.conn, tconn, catalog, shop_id)
+    bad = [v.describe() for v in report.verification if not v.ok]
+    if bad:
+        raise CutoverRefused(f"shop {shop_id}: verification failed for {', '.join(bad)}; {refusal}")
+    report.step(f"verified {len(report.verification)} tables: counts and checksums equal")
 
 
 def _mark_live(tenant: psycopg.Connection, shop_id: int, live: bool) -> None:
@@ -181,14 +189,8 @@ def cut_over_writes(
         if drained.lag.pending:
             raise CutoverRefused(f"shop {shop_id}: {drained.lag.pending} changes still pending after draining")
         report.step(f"drained {drained.changes} changes: lag 0")
-        report.verification = _verify(source, tenant, catalog, shop_id)
-        bad = [v for v in report.verification if not v.ok]
-        if bad:
-            raise CutoverRefused(
-                f"shop {shop_id}: verification failed for {', '.join(v.describe() for v in bad)}; writes stay on the "
-                "shared database. Re-copy the shop (phase 2) or find what changed the tenant."
-            )
-        report.step(f"verified {len(report.verification)} tables: counts and checksums equal")
+        _verify(report, source, tenant, catalog, shop_id,
+                "writes stay on the shared database. Re-copy the shop (phase 2) or find what changed the tenant.")
         with source.connect() as sconn, tenant.connect() as tconn:
             report.reservations = reserve_ids(sconn, tconn, catalog, shop_id, id_block)
             report.step(f"reserved id blocks of {id_block} in {len(report.reservations)} sequences")
@@ -243,13 +245,7 @@ def roll_back_cutover(
         if keyless:
             copy_back_tables(tenant, source, keyless, shop_id)
             report.step(f"copied back whole tables without a key: {', '.join(t.name for t in keyless)}")
-        report.verification = _verify(source, tenant, catalog, shop_id)
-        bad = [v for v in report.verification if not v.ok]
-        if bad:
-            raise CutoverRefused(
-                f"shop {shop_id}: after copying back, {', '.join(v.describe() for v in bad)}; writes stay on the tenant."
-            )
-        report.step(f"verified {len(report.verification)} tables: counts and checksums equal")
+        _verify(report, source, tenant, catalog, shop_id, "after copying back; writes stay on the tenant.")
         with source.connect() as sconn:
             capture.unfence(sconn, shop_id)
         report.route = routing.set(
