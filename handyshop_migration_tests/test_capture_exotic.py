@@ -76,3 +76,45 @@ def test_exotic_schema_syncs_cuts_over_and_comes_back(pg_server: ConnectionSpec)
     finally:
         drop_namespace(pg_server, ns)
         drop_database(pg_server, source.dbname)
+
+
+def test_capture_waits_for_older_writers_but_not_for_other_shops_snapshots(pg_server: ConnectionSpec) -> None:
+    import threading
+
+    from handyshop_migration.tenancy.copy import SourceSnapshot
+
+    source = create_database(pg_server, "t_exo_wait")
+    try:
+        with source.connect() as conn:
+            exotic.create(conn)
+        catalog = introspect(source, tenant_column="tenant_id")
+        with source.connect() as conn:
+            capture.install(conn, catalog)
+
+        def enable_in_background(shop: int) -> threading.Thread:
+            def run() -> None:
+                with source.connect() as conn:
+                    capture.enable(conn, catalog, shop)
+
+            thread = threading.Thread(target=run)
+            thread.start()
+            return thread
+
+        # another shop's copy holds a read-only snapshot for minutes: enabling capture does not wait for it
+        with SourceSnapshot(source):
+            quick = enable_in_background(1)
+            quick.join(timeout=10)
+            assert not quick.is_alive()
+        # a transaction that began earlier and may still write is waited for, until it ends
+        with source.connect() as writer:
+            writer.execute("""UPDATE "MixedCase" SET "Value" = 'vorher' WHERE tenant_id = 3 AND "Key" = 'k1'""")
+            waiting = enable_in_background(3)
+            waiting.join(timeout=1.0)
+            assert waiting.is_alive()
+            writer.commit()
+        waiting.join(timeout=10)
+        assert not waiting.is_alive()
+        with source.connect() as conn:
+            assert capture.is_captured(conn, 1) and capture.is_captured(conn, 3)
+    finally:
+        drop_database(pg_server, source.dbname)

@@ -26,6 +26,7 @@ rollback of phase 4 can copy back every write the tenant took (`sync_tenant_to_s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -36,7 +37,7 @@ import psycopg
 from psycopg import sql
 
 from handyshop_migration.tenancy.catalog import Catalog, Table
-from handyshop_migration.tenancy.copy import SourceSnapshot, stream_copy
+from handyshop_migration.tenancy.copy import SNAPSHOT_APPLICATION, SourceSnapshot, stream_copy
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.errors import CopyError
 from handyshop_migration.tenancy.migrations import META_SCHEMA
@@ -257,12 +258,29 @@ def _trigger_args(table: Table) -> list[sql.Composable]:
     return [sql.Literal(table.tenant_column), *map(sql.Literal, table.key_columns)]
 
 
+VERSION = hashlib.sha256(_SOURCE_DDL.encode()).hexdigest()[:16]
+
+
+def _installed(source: psycopg.Connection, catalog: Catalog) -> bool:
+    """Schema, functions of this version and every trigger in place (then install() does nothing)."""
+    row = source.execute(
+        "SELECT obj_description(to_regprocedure('handyshop_capture.on_change()'), 'pg_proc') = %s AND "
+        "(SELECT count(*) FROM pg_trigger WHERE tgname = %s AND tgrelid = ANY(%s::regclass[])) = %s",
+        (VERSION, TRIGGER, [sql.Identifier(t.schema, t.name).as_string(None) for t in catalog.tables], len(catalog.tables)),
+    ).fetchone()
+    source.rollback()
+    return bool(row and row[0])
+
+
 def install(source: psycopg.Connection, catalog: Catalog) -> list[str]:
     """Create the capture schema and one trigger per tenant table (missing ones only: CREATE TRIGGER locks
     the table briefly, so a live database pays it once). Returns the tables that got a trigger."""
+    if _installed(source, catalog):
+        return []
     with source.transaction():
         source.execute("SELECT pg_advisory_xact_lock(hashtext('handyshop_capture.install'))")
         source.execute(_SOURCE_DDL.encode())
+        source.execute(sql.SQL("COMMENT ON FUNCTION handyshop_capture.on_change() IS {}").format(sql.Literal(VERSION)))
         installed = []
         for t in catalog.tables:
             have = source.execute(
@@ -307,27 +325,37 @@ def _exists(conn: psycopg.Connection) -> bool:
 
 
 def wait_for_older_transactions(conn: psycopg.Connection, *, timeout: float = 300.0) -> None:
-    """Wait until every transaction that was running when this is called has ended.
+    """Wait until every transaction of this database that began before this call has ended.
 
     After `enable()` or `fence()` commits, a transaction that began earlier may still write without having
     seen it; once all of them are gone, every write is either captured (or refused), or committed before
-    whatever snapshot is taken next."""
-    row = conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())").fetchone()
-    assert row is not None
-    horizon = row[0]
+    whatever snapshot is taken next. Our own read-only snapshot sessions (a copy of another shop can hold
+    one for minutes) never write, so they are not waited for; nor are other databases' transactions."""
+    conn.commit()
+    older = conn.execute(
+        "SELECT pid, xact_start FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL AND xact_start < clock_timestamp() "
+        "AND application_name IS DISTINCT FROM %s",
+        (SNAPSHOT_APPLICATION,),
+    ).fetchall()
     conn.commit()
     deadline = time.monotonic() + timeout
     delay = 0.005
-    while True:
-        row = conn.execute("SELECT pg_snapshot_xmin(pg_current_snapshot()) >= %s", (horizon,)).fetchone()
+    while older:
+        still = conn.execute(
+            "SELECT pid, xact_start FROM pg_stat_activity WHERE (pid, xact_start) IN "
+            "(SELECT * FROM unnest(%s::int[], %s::timestamptz[]))",
+            ([p for p, _ in older], [x for _, x in older]),
+        ).fetchall()
         conn.commit()
-        if row and row[0]:
+        if not still:
             return
         if time.monotonic() > deadline:
             raise CopyError(
-                f"transactions older than the capture start are still running after {timeout:.0f}s; "
-                "find them in pg_stat_activity (long transactions, idle in transaction) and end them."
+                f"{len(still)} transactions older than the capture start (pids {', '.join(str(p) for p, _ in still)}) "
+                f"are still running after {timeout:.0f}s; end them (pg_stat_activity: long or idle in transaction)."
             )
+        older = still
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
 

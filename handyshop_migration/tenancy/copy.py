@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from queue import Queue
 from threading import Thread
 
@@ -35,6 +35,7 @@ from handyshop_migration.tenancy.errors import CopyError
 from handyshop_migration.tenancy.migrations import META_SCHEMA
 from handyshop_migration.tenancy.tenant_schema import TenantSchema, TenantTable
 
+SNAPSHOT_APPLICATION = "handyshop-migration:snapshot"  # read-only snapshot sessions
 CHUNK = 256 * 1024  # re-batched write size: fewer, larger COPY messages keep the tenant side busy
 QUEUE_DEPTH = 8  # chunks in flight between the reader thread and the writer: bounds memory to ~2 MB
 REBUILD_THRESHOLD = 20_000  # estimated rows above which keys and indexes are built after the load
@@ -80,7 +81,8 @@ class SourceSnapshot:
 
     def __init__(self, source: ConnectionSpec, *, snapshot_id: str | None = None) -> None:
         self.source = source
-        self.conn = source.connect()
+        # Named, so that capture's wait for older transactions can leave these read-only ones out.
+        self.conn = replace(source, application_name=SNAPSHOT_APPLICATION).connect()
         self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         if snapshot_id is not None:
             # Join a snapshot exported by another connection: same data, possibly another process.
