@@ -97,7 +97,7 @@ def test_migrate_and_status_on_the_production_path(pg_server: ConnectionSpec, tm
         assert status.returncode == 0, status.stderr
         lines = {line.split()[0]: line for line in status.stdout.splitlines()[2:]}
         assert set(lines) == {"1", "3"}
-        assert re.search(r"^1\s+2 verified\s+39\s+0\s+\d+\s+verified\s+success", lines["1"]), status.stdout
+        assert re.search(r"^1\s+2 verified\s+39\s+0\s+\d+\s+verified\s+shared\s+success", lines["1"]), status.stdout
         unknown = run(["migrate", "--shops", "1,77"], env)
         assert unknown.returncode == 2 and "77" in unknown.stderr
     finally:
