@@ -86,7 +86,9 @@ def _instance() -> Any:
         )
     if not Path(home).is_dir():
         raise ConfigurationError(f"DAGSTER_HOME={home} is not a directory; create it and put dagster.yaml in it.")
-    return dg.DagsterInstance.get()
+    from handyshop_migration.pipeline.runner import prepare_instance
+
+    return prepare_instance(dg.DagsterInstance.get())
 
 
 def _quiet_dagster() -> None:

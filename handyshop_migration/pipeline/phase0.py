@@ -14,6 +14,7 @@ import dagster as dg
 
 from handyshop_migration import settings
 from handyshop_migration.pipeline.resources import SourceDatabase
+from handyshop_migration.pipeline.runner import init_source_pool
 from handyshop_migration.tenancy.backup import backup_source
 from handyshop_migration.tenancy.catalog import Catalog, introspect
 from handyshop_migration.tenancy.validation import validate_source
@@ -100,6 +101,8 @@ def build_phase0(catalog: Catalog) -> list[dg.AssetsDefinition]:
     )
     def source_validation(context: dg.AssetExecutionContext, source: SourceDatabase) -> Iterator[object]:
         report = validate_source(source.spec(), catalog, global_shop_ids=tuple(source.global_shop_ids))
+        # The copy pool's limit row, created before any shop's run can race to create it (Dagster 1.13).
+        init_source_pool(context.instance)
         blocked = sorted(report.blocked_shops())
         shop_scoped = {"cross_shop_references", "orphan_shop_rows"}
         blocks_all = any(f.check not in shop_scoped for f in report.errors)

@@ -23,7 +23,7 @@ from handyshop_migration.tenancy.catalog import Catalog, Table
 from handyshop_migration.tenancy.copy import copy_table, pending_foreign_keys
 from handyshop_migration.tenancy.errors import CopyError
 from handyshop_migration.tenancy.tenant_schema import TenantSchema
-from handyshop_migration.tenancy.verification import check_copied_table, verify_copied_table
+from handyshop_migration.tenancy.verification import check_copied_table, record_source_checksum
 
 GROUP = "phase2_copy"
 SOURCE_POOL = "handyshop_source"  # caps concurrent copies against the shared database (dagster.yaml)
@@ -66,7 +66,7 @@ def _table_asset(catalog: Catalog, schema: TenantSchema, table: Table) -> dg.Ass
         snapshot = source.snapshot(shop, catalog)
         tenant = tenant_server.connect(shop)
         result = copy_table(snapshot, tenant, schema, table.name, shop)
-        verified = verify_copied_table(snapshot.conn, tenant, catalog, table.name, shop)
+        source_side = record_source_checksum(snapshot.conn, tenant, catalog, table.name, shop)
         return dg.MaterializeResult(
             metadata={
                 "rows": result.rows,
@@ -75,8 +75,8 @@ def _table_asset(catalog: Catalog, schema: TenantSchema, table: Table) -> dg.Ass
                 "rows_per_second": round(result.rows_per_second),
                 "format": result.format,
                 "snapshot": result.snapshot,
-                "source_rows": verified.source.rows,
-                "source_checksum": verified.source.checksum,
+                "source_rows": source_side.rows,
+                "source_checksum": source_side.checksum,
                 "foreign_keys_pending": dg.MetadataValue.json(list(result.foreign_keys_pending)),
             }
         )

@@ -60,6 +60,9 @@ class Column:
     generated: str | None = None  # expression of a generated column
     generated_kind: str | None = None  # "stored" or "virtual" (PostgreSQL 18)
     binary_copy_safe: bool = True  # False when COPY BINARY would embed server-specific type OIDs
+    # True when the type's hash function gives the same value in every database (built-in types with a
+    # hash operator class, arrays of them): the checksum may then hash the row itself, not its text.
+    hashable: bool = True
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,10 @@ class Table:
     @property
     def binary_copy_safe(self) -> bool:
         return all(self.column(c).binary_copy_safe for c in self.copy_columns)
+
+    @property
+    def hashable(self) -> bool:
+        return all(self.column(c).hashable for c in self.copy_columns)
 
     @property
     def key_columns(self) -> tuple[str, ...]:
@@ -410,6 +417,8 @@ SELECT DISTINCT ON (s.seqrelid) sn.nspname AS schema, sc.relname AS name, a.attn
 _TYPE_INFO_SQL = """
 SELECT t.oid, n.nspname AS schema, t.typname AS name, t.typtype AS kind, t.typelem AS elem,
        t.typbasetype AS base, t.typsubscript = 'array_subscript_handler'::regproc AS is_array,
+       EXISTS (SELECT 1 FROM pg_opclass o JOIN pg_am a ON a.oid = o.opcmethod
+                WHERE a.amname = 'hash' AND o.opcdefault AND o.opcintype = t.oid) AS has_hash,
        ARRAY(SELECT e.enumlabel FROM pg_enum e WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) AS labels,
        CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) END AS base_type,
        t.typdefault AS default, t.typnotnull AS not_null,
@@ -462,6 +471,16 @@ class _TypeWalker:
         if oid >= FIRST_USER_OID and not t["is_array"]:
             self.used.setdefault(oid, None)
         return safe
+
+    def hashable(self, oid: int) -> bool:
+        """Same hash in every database: a built-in type with a default hash opclass (enums hash by OID, json
+        has no hash function), or an array of one."""
+        t = self._get(oid)
+        if not t or oid >= FIRST_USER_OID:
+            return False
+        if t["is_array"]:
+            return self.hashable(t["elem"])
+        return bool(t["has_hash"])
 
     def types(self) -> tuple[tuple[UserType, ...], tuple[str, ...]]:
         extensions = sorted({self.info[o]["extension"] for o in self.used if self.info[o]["extension"]})
@@ -617,6 +636,7 @@ def _build(
                         {"s": "stored", "v": "virtual"}.get(pc["generated_kind"], "stored") if computed else None
                     ),
                     binary_copy_safe=bool(safe.get(pc["type_oid"], True)),
+                    hashable=walker.hashable(pc["type_oid"]) and pc["collation"] is None,
                 )
             )
         tenant_col = next((c for c in columns if c.name == tenant_column), None)

@@ -111,13 +111,15 @@ def validate_source(
     shops_table: str = "shops",
     users_table: str = "users",
     planned_pools: int | None = None,
-    pool_size: int = 20,
+    pool_size: int = 2,
     expected_tables: Sequence[str] | None = None,
 ) -> ValidationReport:
     """Check the shared database `source` against `catalog`; never writes.
 
     `planned_pools` is the number of tenant connection pools the app will hold after the migration
-    (default: one per shop), each of up to `pool_size` connections. `expected_tables` are further tables
+    (default: one per shop), each holding `pool_size` connections in steady state: 2 is the migration
+    script's own estimate (current + 2 × shops); a pool's maximum (20) is a burst ceiling, and idle
+    connections close after 30 s. `expected_tables` are further tables
     (in the catalog's schema) that must exist besides the catalog's tenant and master tables.
     """
     if pool_size < 1:
