@@ -121,9 +121,16 @@ def prepare_instance(instance: dg.DagsterInstance) -> dg.DagsterInstance:
 
 
 def init_source_pool(instance: dg.DagsterInstance) -> None:
+    """Create the copy pool's limit row unless it exists. Dagster 1.13's initializer is not idempotent on
+    Postgres storage (a second call fails on its own INSERT), hence the check first."""
     storage = instance.event_log_storage
-    if storage.supports_global_concurrency_limits:
+    if not storage.supports_global_concurrency_limits or SOURCE_POOL in storage.get_concurrency_keys():
+        return
+    try:
         storage.initialize_concurrency_limit_to_default(SOURCE_POOL)
+    except Exception:  # noqa: BLE001 - created concurrently by another process: exactly what was wanted
+        if SOURCE_POOL not in storage.get_concurrency_keys():
+            raise
 
 
 def run_job(
