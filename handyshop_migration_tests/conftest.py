@@ -87,6 +87,22 @@ def drop_namespace(admin: ConnectionSpec, namespace: str) -> None:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 
 
+def fingerprint(spec: ConnectionSpec) -> dict[str, tuple[int, int]]:
+    """Row count and content checksum of every table of a Handyshop shared database."""
+    from handyshop_migration.seed import MASTER_TABLES, TENANT_TABLES
+
+    out = {}
+    for table in MASTER_TABLES + TENANT_TABLES:
+        [(count, digest)] = rows(
+            spec,
+            sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0) FROM {} t").format(
+                sql.Identifier(table)
+            ),
+        )
+        out[table] = (count, int(digest))
+    return out
+
+
 def run_concurrently(work: Callable[[int], None], threads: int) -> None:
     """Run `work(n)` on `threads` threads at once; re-raise the first failure."""
     errors: list[BaseException] = []
@@ -111,4 +127,4 @@ def rows(spec: ConnectionSpec, query: sql.Composable | str, params: tuple[object
         return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
 
 
-__all__ = ["create_database", "drop_database", "drop_namespace", "migration_env", "rows", "run_concurrently", "unique_namespace", "Path", "psycopg"]
+__all__ = ["create_database", "drop_database", "drop_namespace", "fingerprint", "migration_env", "rows", "run_concurrently", "unique_namespace", "Path", "psycopg"]

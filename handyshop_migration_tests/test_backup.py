@@ -18,20 +18,7 @@ from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.errors import BackupError
 from handyshop_migration.tenancy.secrets import Secret
 
-from conftest import create_database, drop_database, rows, unique_namespace
-
-
-def fingerprint(spec: ConnectionSpec) -> dict[str, tuple[int, int]]:
-    out = {}
-    for table in MASTER_TABLES + TENANT_TABLES:
-        [(count, digest)] = rows(
-            spec,
-            sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0) FROM {} t").format(
-                sql.Identifier(table)
-            ),
-        )
-        out[table] = (count, int(digest))
-    return out
+from conftest import create_database, drop_database, fingerprint, unique_namespace
 
 
 def record_commands(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], dict[str, str]]]:

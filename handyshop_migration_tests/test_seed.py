@@ -21,7 +21,7 @@ from handyshop_migration.seed import (
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.errors import ConfigurationError
 
-from conftest import drop_database, rows
+from conftest import drop_database, fingerprint, rows
 
 SMALL = {"shops": 4, "scale": 0.05}
 
@@ -44,19 +44,6 @@ JOIN pg_class child ON child.oid = c.conrelid
 JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
 WHERE c.contype = 'f' AND c.confrelid = 'users'::regclass AND child.relname = ANY(%s)
 """
-
-
-def fingerprint(spec: ConnectionSpec) -> dict[str, tuple[int, int]]:
-    out = {}
-    for table in MASTER_TABLES + TENANT_TABLES:
-        [(count, digest)] = rows(
-            spec,
-            sql.SQL("SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0) FROM {} t").format(
-                sql.Identifier(table)
-            ),
-        )
-        out[table] = (count, int(digest))
-    return out
 
 
 def cross_shop_children(spec: ConnectionSpec) -> tuple[list[tuple[str, str, str]], list[tuple]]:
