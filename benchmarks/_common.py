@@ -33,7 +33,7 @@ from handyshop_migration.embedded import EmbeddedPostgres
 from handyshop_migration.seed import TENANT_TABLES, seed_database
 from handyshop_migration.tenancy.catalog import Catalog, introspect
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.tenant_schema import TenantSchema
+from handyshop_migration.tenancy.tenant_schema import TenantSchema, render
 
 BIG_SHOP = 1  # seed_database gives shop 1 the `big_shop_rows` repairs
 
@@ -98,6 +98,16 @@ def seeded_source(admin: ConnectionSpec, name: str, **seed_args: object) -> tupl
     started = time.perf_counter()
     seed_database(spec, **seed_args)  # type: ignore[arg-type]
     return spec, time.perf_counter() - started
+
+
+def big_shop_source(admin: ConnectionSpec, rows: int, shops: int) -> tuple[ConnectionSpec, Catalog, TenantSchema]:
+    """The shared database with one big shop (seeded once, reused by name), its catalog and tenant schema."""
+    source, seed_seconds = seeded_source(
+        admin, f"bench_copy_src_{rows}", shops=shops, scale=1.0, seed=42, big_shop_rows=rows
+    )
+    print(f"   seed: {'reused' if seed_seconds is None else f'{seed_seconds:.1f} s'}")
+    catalog = source_catalog(source)
+    return source, catalog, render(catalog)
 
 
 def source_catalog(source: ConnectionSpec) -> Catalog:

@@ -42,6 +42,7 @@ from _common import (  # noqa: E402 - after the path tweak that lets `python ben
     BIG_SHOP,
     add_server_args,
     bench_server,
+    big_shop_source,
     checkpoint,
     count_rows,
     create_tenant_database,
@@ -51,14 +52,12 @@ from _common import (  # noqa: E402 - after the path tweak that lets `python ben
     header,
     median,
     run_pipe,
-    seeded_source,
-    source_catalog,
     verdict,
 )
 
 from handyshop_migration.tenancy.copy import SourceSnapshot, copy_table
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.tenant_schema import TenantSchema, render
+from handyshop_migration.tenancy.tenant_schema import TenantSchema
 
 TABLE = "repairs"
 LIBRARY_TARGET = 0.9
@@ -238,12 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     with bench_server(args.server_dir) as server:
         admin = server.spec()
         header(f"copy throughput: one shop's {args.rows:,}-row {TABLE} slice", admin)
-        source, seed_seconds = seeded_source(
-            admin, f"bench_copy_src_{args.rows}", shops=args.shops, scale=1.0, seed=42, big_shop_rows=args.rows
-        )
-        print(f"   seed: {'reused' if seed_seconds is None else f'{seed_seconds:.1f} s'}")
-        catalog = source_catalog(source)
-        schema = render(catalog)
+        source, catalog, schema = big_shop_source(admin, args.rows, args.shops)
         expected = count_rows(source, sql.SQL("SELECT count(*) FROM {} WHERE shop_id = %s").format(sql.Identifier(TABLE)), (BIG_SHOP,))
         tenants = {"lib": "bench_copy_lib", "pipe": "bench_copy_pipe", "script": "bench_copy_script"}
         try:

@@ -31,19 +31,17 @@ from _common import (  # noqa: E402 - after the path tweak that lets `python ben
     BIG_SHOP,
     add_server_args,
     bench_server,
+    big_shop_source,
     checkpoint,
     create_tenant_database,
     drop_database,
     fmt_times,
     header,
     median,
-    seeded_source,
-    source_catalog,
     verdict,
 )
 
 from handyshop_migration.tenancy.copy import SourceSnapshot, copy_table, state_table
-from handyshop_migration.tenancy.tenant_schema import render
 from handyshop_migration.tenancy.verification import check_copied_table, table_checksum, verify_tables
 
 TABLE = "repairs"
@@ -68,12 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     with bench_server(args.server_dir) as server:
         admin = server.spec()
         header(f"verification of one shop's {args.rows:,}-row {TABLE} slice vs its copy", admin)
-        source, seed_seconds = seeded_source(
-            admin, f"bench_copy_src_{args.rows}", shops=args.shops, scale=1.0, seed=42, big_shop_rows=args.rows
-        )
-        print(f"   seed: {'reused' if seed_seconds is None else f'{seed_seconds:.1f} s'}")
-        catalog = source_catalog(source)
-        schema = render(catalog)
+        source, catalog, schema = big_shop_source(admin, args.rows, args.shops)
         table = catalog.table(TABLE)
         alternative = sql.SQL("SELECT count(*), sum(hashtextextended(ROW({})::text, 0)) FROM ONLY {} WHERE {} = {}").format(
             sql.SQL(", ").join(map(sql.Identifier, table.copy_columns)),

@@ -85,7 +85,8 @@ class LocalStack:
 
     def reset(self) -> None:
         """Remove everything of an earlier demo (its own directory only)."""
-        EmbeddedPostgres(self.root / "pgdata", version=self.version).stop() if (self.root / "pgdata").exists() else None
+        if (self.root / "pgdata").exists():
+            EmbeddedPostgres(self.root / "pgdata", version=self.version).stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def start(self) -> EmbeddedPostgres:

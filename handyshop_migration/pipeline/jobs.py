@@ -26,40 +26,31 @@ from handyshop_migration.tenancy.retirement import Archive, restore_shop
 from handyshop_migration.tenancy.tenant_schema import render
 from handyshop_migration.tenancy.verification import verify_copied_table
 
-prepare_source = dg.define_asset_job(
-    "prepare_source",
-    selection=dg.AssetSelection.groups(phase0.GROUP),
-    executor_def=dg.in_process_executor,
-    description="Phase 0: backup, live catalog and drift check, validation findings as checks.",
-)
 
-migrate_shop = dg.define_asset_job(
+def _group_job(name: str, groups: tuple[str, ...], description: str) -> object:
+    return dg.define_asset_job(
+        name, selection=dg.AssetSelection.groups(*groups), executor_def=dg.in_process_executor, description=description
+    )
+
+
+prepare_source = _group_job(
+    "prepare_source", (phase0.GROUP,), "Phase 0: backup, live catalog and drift check, validation findings as checks."
+)
+migrate_shop = _group_job(
     "migrate_shop",
-    selection=dg.AssetSelection.groups(phase1.GROUP, phase2.GROUP),
-    executor_def=dg.in_process_executor,
-    tags={"handyshop/phases": "1-2"},
-    description="Phases 1-2 for one shop: provision, capture, copy every table from one snapshot, verify.",
+    (phase1.GROUP, phase2.GROUP),
+    "Phases 1-2 for one shop: provision, capture, copy every table from one snapshot, verify.",
 )
-
-sync_shop = dg.define_asset_job(
-    "sync_shop",
-    selection=dg.AssetSelection.groups(phase3.GROUP),
-    executor_def=dg.in_process_executor,
-    description="Phase 3 for one shop: apply its captured writes to its tenant.",
-)
-
-cutover_shop = dg.define_asset_job(
+sync_shop = _group_job("sync_shop", (phase3.GROUP,), "Phase 3 for one shop: apply its captured writes to its tenant.")
+cutover_shop = _group_job(
     "cutover_shop",
-    selection=dg.AssetSelection.groups(phase4.GROUP),
-    executor_def=dg.in_process_executor,
-    description="Phase 4 for one shop: reads, then writes, to its tenant (config: step, read_rollout_percent).",
+    (phase4.GROUP,),
+    "Phase 4 for one shop: reads, then writes, to its tenant (config: step, read_rollout_percent).",
 )
-
-retire_shop = dg.define_asset_job(
+retire_shop = _group_job(
     "retire_shop",
-    selection=dg.AssetSelection.groups(phase5.GROUP),
-    executor_def=dg.in_process_executor,
-    description="Phase 5 for one shop: archive and delete its rows from the shared database (needs confirmation).",
+    (phase5.GROUP,),
+    "Phase 5 for one shop: archive and delete its rows from the shared database (needs confirmation).",
 )
 
 

@@ -40,7 +40,6 @@ from handyshop_migration.tenancy.catalog import Catalog, Table
 from handyshop_migration.tenancy.copy import SNAPSHOT_APPLICATION, SourceSnapshot, stream_copy
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.errors import CopyError
-from handyshop_migration.tenancy.migrations import META_SCHEMA
 
 SCHEMA = "handyshop_capture"  # in the shared database
 TRIGGER = "handyshop_capture"
@@ -768,7 +767,6 @@ __all__ = [
     "FENCE_SQLSTATE",
     "Lag",
     "SyncResult",
-    "META_SCHEMA",
     "disable",
     "enable",
     "enable_tenant_capture",

@@ -62,16 +62,3 @@ def redact(text: str) -> str:
 def one_line(error: BaseException | str) -> str:
     """A driver's message on one line (libpq puts its hint on a second) with passwords masked."""
     return redact(" ".join(str(error).split()))
-
-
-def describe_url(url: str) -> str:
-    """`user@host:port/dbname` of a URL or conninfo, for messages (never the password)."""
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        parts = conninfo_to_dict(url)
-    except Exception:
-        return "<unparseable connection string>"
-    host = parts.get("host") or "localhost"
-    port = parts.get("port") or "5432"
-    return f"{parts.get('user') or '?'}@{host}:{port}/{parts.get('dbname') or '?'}"
