@@ -29,11 +29,11 @@ from pathlib import Path
 from psycopg import sql
 
 # Runnable as `python benchmarks/x.py` from a checkout: the package is installed in the venv (pip -e).
-from handyshop_migration.embedded import EmbeddedPostgres
-from handyshop_migration.seed import TENANT_TABLES, seed_database
-from handyshop_migration.tenancy.catalog import Catalog, introspect
+from handyshop_migration.devtools.embedded import EmbeddedPostgres
+from handyshop_migration.devtools.seed import TENANT_TABLES, seed_database
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.tenant_schema import TenantSchema, render
+from handyshop_migration.tenancy.engine.catalog import Catalog, introspect
+from handyshop_migration.tenancy.engine.tenant_schema import TenantSchema, render
 
 BIG_SHOP = 1  # seed_database gives shop 1 the `big_shop_rows` repairs
 

@@ -38,7 +38,7 @@ from _common import (  # noqa: E402 - after the path tweak that lets `python ben
 )
 
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.tenant_schema import render
+from handyshop_migration.tenancy.engine.tenant_schema import render
 
 TABLE = "repairs"
 TARGET_MB = 50.0
@@ -55,7 +55,7 @@ def _status_kb(field: str) -> int:
 
 def child() -> int:
     """Runs in the subprocess: one copy, then a JSON line with its memory figures."""
-    from handyshop_migration.tenancy.copy import SourceSnapshot, copy_table
+    from handyshop_migration.tenancy.engine.copy import SourceSnapshot, copy_table
 
     source = ConnectionSpec.from_url(os.environ[_SOURCE_ENV], name=_SOURCE_ENV)
     tenant = ConnectionSpec.from_url(os.environ[_TENANT_ENV], name=_TENANT_ENV)

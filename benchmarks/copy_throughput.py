@@ -55,9 +55,9 @@ from _common import (  # noqa: E402 - after the path tweak that lets `python ben
     verdict,
 )
 
-from handyshop_migration.tenancy.copy import SourceSnapshot, copy_table
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.tenant_schema import TenantSchema
+from handyshop_migration.tenancy.engine.copy import SourceSnapshot, copy_table
+from handyshop_migration.tenancy.engine.tenant_schema import TenantSchema
 
 TABLE = "repairs"
 LIBRARY_TARGET = 0.9

@@ -189,8 +189,8 @@ class Stopwatch:
         from sqlalchemy.engine import default as sa_default
 
         from handyshop_migration.pipeline import phase1, phase2, resources
-        from handyshop_migration.tenancy.provisioning import Provisioner
-        from handyshop_migration.tenancy.registry import ConnectionRegistry
+        from handyshop_migration.tenancy.application.registry import ConnectionRegistry
+        from handyshop_migration.tenancy.engine.provisioning import Provisioner
 
         for name, category in (
             ("copy_table", "ours: copy (copy_table)"),
@@ -303,9 +303,9 @@ def check_results(instance: Any, defs: Any, shop: int) -> dict[str, bool]:
 def run_variant(storage: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     import dagster as dg
 
-    from handyshop_migration.local import LocalStack, packaged_dagster_yaml
+    from handyshop_migration.devtools.local import LocalStack, packaged_dagster_yaml
+    from handyshop_migration.devtools.seed import ensure_database, seed_database
     from handyshop_migration.pipeline.runner import migrate_shop, register_shops, run_job
-    from handyshop_migration.seed import ensure_database, seed_database
 
     report: dict[str, Any] = {"storage": storage, "workers": args.workers, "shops": args.shops,
                               "pooled": args.pooled_storage}
@@ -313,7 +313,7 @@ def run_variant(storage: str, args: argparse.Namespace, root: Path) -> dict[str,
     stack = LocalStack(root / storage)
     stack.reset()
     stack.root.mkdir(parents=True, exist_ok=True)
-    from handyshop_migration.embedded import EmbeddedPostgres
+    from handyshop_migration.devtools.embedded import EmbeddedPostgres
 
     # Started first with room for the connection budget check; LocalStack.start() reuses a running server.
     EmbeddedPostgres(stack.root / "pgdata", version=18, durable=True,

@@ -44,13 +44,13 @@ from _common import (  # noqa: E402 - after the path tweak that lets `python ben
     verdict,
 )
 
-import handyshop_migration.tenancy.provisioning as provisioning_module
-from handyshop_migration.tenancy.catalog import load_catalog
-from handyshop_migration.tenancy.encryption import CredentialCipher, generate_key
-from handyshop_migration.tenancy.migrations import tenant_migrations
-from handyshop_migration.tenancy.provisioning import Provisioner, TenantNaming
-from handyshop_migration.tenancy.registry import ConnectionRegistry
-from handyshop_migration.tenancy.tenant_schema import render
+import handyshop_migration.tenancy.engine.provisioning as provisioning_module
+from handyshop_migration.tenancy.application.encryption import CredentialCipher, generate_key
+from handyshop_migration.tenancy.application.registry import ConnectionRegistry
+from handyshop_migration.tenancy.engine.catalog import load_catalog
+from handyshop_migration.tenancy.engine.migrations import tenant_migrations
+from handyshop_migration.tenancy.engine.provisioning import Provisioner, TenantNaming
+from handyshop_migration.tenancy.engine.tenant_schema import render
 
 TARGET_MEDIAN = 0.1
 

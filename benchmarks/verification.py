@@ -41,8 +41,8 @@ from _common import (  # noqa: E402 - after the path tweak that lets `python ben
     verdict,
 )
 
-from handyshop_migration.tenancy.copy import SourceSnapshot, copy_table, state_table
-from handyshop_migration.tenancy.verification import check_copied_table, table_checksum, verify_tables
+from handyshop_migration.tenancy.engine.copy import SourceSnapshot, copy_table, state_table
+from handyshop_migration.tenancy.engine.verification import check_copied_table, table_checksum, verify_tables
 
 TABLE = "repairs"
 TARGET = 0.5

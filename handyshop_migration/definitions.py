@@ -14,8 +14,8 @@ from handyshop_migration import settings
 from handyshop_migration.pipeline import jobs, phase0, phase1, phase2, phase3, phase4, phase5
 from handyshop_migration.pipeline.resources import build_resources
 from handyshop_migration.pipeline.sensors import build_new_shops_sensor, build_sync_sensor
-from handyshop_migration.tenancy.catalog import Catalog, load_catalog
-from handyshop_migration.tenancy.tenant_schema import render
+from handyshop_migration.tenancy.engine.catalog import Catalog, load_catalog
+from handyshop_migration.tenancy.engine.tenant_schema import render
 
 # Partitioned asset checks are a preview feature in Dagster 1.13 (pinned exactly in pyproject.toml);
 # the warning would be printed on every load.

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from handyshop_migration.tenancy.errors import ConfigurationError
+from handyshop_migration.tenancy.names import DEFAULT_GLOBAL_SHOP_IDS
 
 SOURCE_URL = "HANDYSHOP_SOURCE_URL"  # the shared database (superuser or owner of its tables)
 ADMIN_URL = "HANDYSHOP_ADMIN_URL"  # CREATEDB + CREATEROLE on the tenant server; default: the source server
@@ -24,7 +25,6 @@ OLD_ENCRYPTION_KEYS = "TENANT_ENCRYPTION_OLD_KEYS"
 
 DEFAULT_BACKUP_DIR = "backups"
 DEFAULT_ARCHIVE_DIR = "archives"
-DEFAULT_GLOBAL_SHOP_IDS = (0, 1682)
 DEFAULT_SENSOR_INTERVAL = 30
 
 

@@ -10,15 +10,19 @@ from typing import Any
 import pytest
 from psycopg import sql
 
-from handyshop_migration.embedded import pg_bin_dir
-from handyshop_migration.seed import MASTER_TABLES, TENANT_TABLES, seed_database
-from handyshop_migration.tenancy import backup as backup_module
-from handyshop_migration.tenancy.backup import backup_source, find_pg_dump, restore_backup
+from handyshop_migration.devtools.seed import MASTER_TABLES, TENANT_TABLES, seed_database
 from handyshop_migration.tenancy.dsn import ConnectionSpec
+from handyshop_migration.tenancy.engine import pgtools as backup_module
+from handyshop_migration.tenancy.engine.backup import backup_source, find_pg_dump, restore_backup
+from handyshop_migration.tenancy.engine.pgtools import pg_bin_dir
 from handyshop_migration.tenancy.errors import BackupError
 from handyshop_migration.tenancy.secrets import Secret
-
-from conftest import create_database, drop_database, fingerprint, unique_namespace
+from handyshop_migration_tests.support.databases import (
+    create_database,
+    drop_database,
+    fingerprint,
+    unique_namespace,
+)
 
 
 def record_commands(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], dict[str, str]]]:

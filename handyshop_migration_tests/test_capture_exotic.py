@@ -7,21 +7,25 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from handyshop_migration.tenancy import capture
-from handyshop_migration.tenancy.catalog import introspect
-from handyshop_migration.tenancy.copy import copy_shop
-from handyshop_migration.tenancy.cutover import cut_over_writes, roll_back_cutover
+from handyshop_migration.tenancy.application.encryption import CredentialCipher, generate_key
+from handyshop_migration.tenancy.application.registry import ConnectionRegistry
+from handyshop_migration.tenancy.application.routing import RoutingTable
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.encryption import CredentialCipher, generate_key
-from handyshop_migration.tenancy.migrations import tenant_migrations
-from handyshop_migration.tenancy.provisioning import Provisioner, TenantNaming
-from handyshop_migration.tenancy.registry import ConnectionRegistry
-from handyshop_migration.tenancy.routing import RoutingTable
-from handyshop_migration.tenancy.tenant_schema import render
-from handyshop_migration.tenancy.verification import verify_tables
-
-import exotic
-from conftest import create_database, drop_database, drop_namespace, unique_namespace
+from handyshop_migration.tenancy.engine import capture
+from handyshop_migration.tenancy.engine.catalog import introspect
+from handyshop_migration.tenancy.engine.copy import copy_shop
+from handyshop_migration.tenancy.engine.cutover import cut_over_writes, roll_back_cutover
+from handyshop_migration.tenancy.engine.migrations import tenant_migrations
+from handyshop_migration.tenancy.engine.provisioning import Provisioner, TenantNaming
+from handyshop_migration.tenancy.engine.tenant_schema import render
+from handyshop_migration.tenancy.engine.verification import verify_tables
+from handyshop_migration_tests.support.databases import (
+    create_database,
+    drop_database,
+    drop_namespace,
+    unique_namespace,
+)
+from handyshop_migration_tests.support.schemas import exotic
 
 
 def test_exotic_schema_syncs_cuts_over_and_comes_back(pg_server: ConnectionSpec) -> None:
@@ -81,7 +85,7 @@ def test_exotic_schema_syncs_cuts_over_and_comes_back(pg_server: ConnectionSpec)
 def test_capture_waits_for_older_writers_but_not_for_other_shops_snapshots(pg_server: ConnectionSpec) -> None:
     import threading
 
-    from handyshop_migration.tenancy.copy import SourceSnapshot
+    from handyshop_migration.tenancy.engine.copy import SourceSnapshot
 
     source = create_database(pg_server, "t_exo_wait")
     try:

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from handyshop_migration.tenancy.catalog import Catalog, introspect
 from handyshop_migration.tenancy.dsn import ConnectionSpec
+from handyshop_migration.tenancy.engine.catalog import Catalog, introspect
+from handyshop_migration.tenancy.engine.tenant_schema import render
 from handyshop_migration.tenancy.errors import CatalogError
-from handyshop_migration.tenancy.tenant_schema import render
-
-import exotic
+from handyshop_migration_tests.support.schemas import exotic
 
 
 @pytest.fixture
@@ -64,7 +63,7 @@ def test_bad_inputs_give_clear_errors(exotic_db: ConnectionSpec, tmp_path: Path)
 def test_tenant_schema_carries_everything_but_the_tenant_column(
     exotic_db: ConnectionSpec, pg_server: ConnectionSpec
 ) -> None:
-    from conftest import create_database, drop_database
+    from handyshop_migration_tests.support.databases import create_database, drop_database
 
     cat = introspect(exotic_db, tenant_column="tenant_id")
     schema = render(cat)

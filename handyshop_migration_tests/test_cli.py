@@ -9,11 +9,16 @@ import sys
 from pathlib import Path
 
 from handyshop_migration import settings
-from handyshop_migration.seed import seed_database
+from handyshop_migration.devtools.seed import seed_database
+from handyshop_migration.tenancy.application.encryption import generate_key
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.encryption import generate_key
-
-from conftest import create_database, drop_database, drop_namespace, migration_env, unique_namespace
+from handyshop_migration_tests.support.databases import (
+    create_database,
+    drop_database,
+    drop_namespace,
+    migration_env,
+    unique_namespace,
+)
 
 COMMAND = [sys.executable, "-m", "handyshop_migration.cli"]
 

@@ -10,20 +10,24 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from handyshop_migration.seed import GLOBAL_SHOP_IDS, TENANT_TABLES, SeedReport, seed_database
-from handyshop_migration.tenancy.catalog import Catalog, introspect, load_catalog
-from handyshop_migration.tenancy.copy import SourceSnapshot, copy_shop, copy_table, pending_foreign_keys
+from handyshop_migration.devtools.seed import GLOBAL_SHOP_IDS, TENANT_TABLES, SeedReport, seed_database
+from handyshop_migration.tenancy.application.encryption import CredentialCipher, generate_key
+from handyshop_migration.tenancy.application.registry import ConnectionRegistry
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.encryption import CredentialCipher, generate_key
+from handyshop_migration.tenancy.engine.catalog import Catalog, introspect, load_catalog
+from handyshop_migration.tenancy.engine.copy import (
+    SourceSnapshot,
+    copy_shop,
+    copy_table,
+    pending_foreign_keys,
+)
+from handyshop_migration.tenancy.engine.migrations import tenant_migrations
+from handyshop_migration.tenancy.engine.provisioning import Provisioner, TenantNaming
+from handyshop_migration.tenancy.engine.tenant_schema import TenantSchema, render
+from handyshop_migration.tenancy.engine.verification import table_checksum, verify_tables
 from handyshop_migration.tenancy.errors import CopyError
-from handyshop_migration.tenancy.migrations import tenant_migrations
-from handyshop_migration.tenancy.provisioning import Provisioner, TenantNaming
-from handyshop_migration.tenancy.registry import ConnectionRegistry
-from handyshop_migration.tenancy.tenant_schema import TenantSchema, render
-from handyshop_migration.tenancy.verification import table_checksum, verify_tables
-
-import exotic
-from conftest import create_database, drop_database, unique_namespace
+from handyshop_migration_tests.support.databases import create_database, drop_database, unique_namespace
+from handyshop_migration_tests.support.schemas import exotic
 
 
 @dataclass

@@ -12,7 +12,11 @@ from typing import Any
 
 import pytest
 import yaml
-from dagster_services import (
+
+from handyshop_migration import settings
+from handyshop_migration.tenancy.dsn import ConnectionSpec
+from handyshop_migration.tenancy.engine.pgtools import pg_bin_dir
+from handyshop_migration_tests.support.dagster_services import (
     CODE_SERVER,
     CONTAINER_DAGSTER_HOME,
     DAEMON,
@@ -29,10 +33,6 @@ from dagster_services import (
     running_services,
     storage_rows,
 )
-
-from handyshop_migration import settings
-from handyshop_migration.embedded import pg_bin_dir
-from handyshop_migration.tenancy.dsn import ConnectionSpec
 
 POSTGRES_SERVICES = ("handyshop-db", "dagster-storage")
 WORKSPACE = "deploy/workspace.docker.yaml"

@@ -7,7 +7,12 @@ import pickle
 
 import pytest
 
-from handyshop_migration.tenancy.encryption import ENV_KEY, ENV_OLD_KEYS, CredentialCipher, generate_key
+from handyshop_migration.tenancy.application.encryption import (
+    ENV_KEY,
+    ENV_OLD_KEYS,
+    CredentialCipher,
+    generate_key,
+)
 from handyshop_migration.tenancy.errors import DecryptionError, EncryptionKeyError
 from handyshop_migration.tenancy.secrets import Secret
 

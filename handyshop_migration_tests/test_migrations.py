@@ -7,18 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from handyshop_migration.tenancy.catalog import introspect
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.errors import MigrationError
-from handyshop_migration.tenancy.migrations import (
+from handyshop_migration.tenancy.engine.catalog import introspect
+from handyshop_migration.tenancy.engine.migrations import (
     INITIAL,
     applied_migrations,
     apply_migrations,
     tenant_migrations,
 )
-
-import exotic
-from conftest import run_concurrently
+from handyshop_migration.tenancy.errors import MigrationError
+from handyshop_migration_tests.support.databases import run_concurrently
+from handyshop_migration_tests.support.schemas import exotic
 
 
 @pytest.fixture
@@ -29,7 +28,7 @@ def catalog(fresh_db: ConnectionSpec):  # type: ignore[no-untyped-def]
 
 
 def _target(pg_server: ConnectionSpec, request: pytest.FixtureRequest) -> ConnectionSpec:
-    from conftest import create_database, drop_database
+    from handyshop_migration_tests.support.databases import create_database, drop_database
 
     spec = create_database(pg_server, "t_mig")
     request.addfinalizer(lambda: drop_database(pg_server, spec.dbname))
@@ -63,7 +62,7 @@ def test_changed_or_missing_applied_migration_is_refused(catalog, pg_server, tmp
             apply_migrations(conn, tenant_migrations(catalog))
         # schema drift: the catalog the tenant was built from is not the one given now
         drifted = tenant_migrations(catalog)[0].sql.replace("\"note\" text", "\"note\" varchar(5)")
-        from handyshop_migration.tenancy.migrations import Migration
+        from handyshop_migration.tenancy.engine.migrations import Migration
 
         with pytest.raises(MigrationError, match="source catalog changed .*schema drift"):
             apply_migrations(conn, [Migration(INITIAL, drifted)])

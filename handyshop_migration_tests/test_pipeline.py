@@ -10,21 +10,20 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.event_api import PartitionKeyFilter
-from dagster_stack import Stack, dagster_stack
 from psycopg import sql
 
 from handyshop_migration import cli, settings
 from handyshop_migration.definitions import build_definitions
+from handyshop_migration.devtools.seed import TENANT_TABLES, add_shop
 from handyshop_migration.pipeline.gates import current_partitions
 from handyshop_migration.pipeline.partitions import SHOPS
 from handyshop_migration.pipeline.phase2 import SHOP_VERIFIED, table_key
 from handyshop_migration.pipeline.runner import migrate_shop, register_shops, run_job
-from handyshop_migration.seed import TENANT_TABLES, add_shop
-from handyshop_migration.tenancy.catalog import load_catalog
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-
-import exotic
-from conftest import create_database, drop_database
+from handyshop_migration.tenancy.engine.catalog import load_catalog
+from handyshop_migration_tests.support.dagster_stack import Stack, dagster_stack
+from handyshop_migration_tests.support.databases import create_database, drop_database
+from handyshop_migration_tests.support.schemas import exotic
 
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 warnings.filterwarnings("ignore", category=dg.BetaWarning)

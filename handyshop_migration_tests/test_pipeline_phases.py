@@ -7,18 +7,18 @@ from collections.abc import Iterator
 
 import dagster as dg
 import pytest
-from dagster_stack import Stack, dagster_stack
 from psycopg import sql
 
+from handyshop_migration.devtools.seed import add_shop
 from handyshop_migration.pipeline.gates import current_partitions
 from handyshop_migration.pipeline.phase4 import TENANT_CUTOVER
 from handyshop_migration.pipeline.phase5 import LEGACY_RETIREMENT
 from handyshop_migration.pipeline.runner import migrate_shop, run_job
-from handyshop_migration.seed import add_shop
-from handyshop_migration.tenancy import capture
-from handyshop_migration.tenancy.catalog import load_catalog
-from handyshop_migration.tenancy.routing import RoutingTable
-from handyshop_migration.tenancy.verification import verify_tables
+from handyshop_migration.tenancy.application.routing import RoutingTable
+from handyshop_migration.tenancy.engine import capture
+from handyshop_migration.tenancy.engine.catalog import load_catalog
+from handyshop_migration.tenancy.engine.verification import verify_tables
+from handyshop_migration_tests.support.dagster_stack import Stack, dagster_stack
 
 CATALOG = load_catalog()
 

@@ -8,17 +8,16 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from handyshop_migration.tenancy.catalog import introspect
+from handyshop_migration.tenancy.application.encryption import CredentialCipher, generate_key
+from handyshop_migration.tenancy.application.registry import ConnectionRegistry
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.encryption import CredentialCipher, generate_key
+from handyshop_migration.tenancy.engine.catalog import introspect
+from handyshop_migration.tenancy.engine.migrations import INITIAL, tenant_migrations
+from handyshop_migration.tenancy.engine.provisioning import Provisioner, TenantNaming
 from handyshop_migration.tenancy.errors import ConnectionFailed, ProvisioningError
-from handyshop_migration.tenancy.migrations import INITIAL, tenant_migrations
-from handyshop_migration.tenancy.provisioning import Provisioner, TenantNaming
-from handyshop_migration.tenancy.registry import ConnectionRegistry
 from handyshop_migration.tenancy.secrets import Secret
-
-import exotic
-from conftest import unique_namespace
+from handyshop_migration_tests.support.databases import unique_namespace
+from handyshop_migration_tests.support.schemas import exotic
 
 
 @pytest.fixture

@@ -7,13 +7,12 @@ from collections.abc import Iterator
 import pytest
 from psycopg import sql
 
+from handyshop_migration.tenancy.application.encryption import CredentialCipher, generate_key
+from handyshop_migration.tenancy.application.registry import STATUSES, ConnectionRegistry, TenantCredentials
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.encryption import CredentialCipher, generate_key
 from handyshop_migration.tenancy.errors import DecryptionError, RegistryError
-from handyshop_migration.tenancy.registry import STATUSES, ConnectionRegistry, TenantCredentials
 from handyshop_migration.tenancy.secrets import Secret
-
-from conftest import rows, run_concurrently
+from handyshop_migration_tests.support.databases import rows, run_concurrently
 
 PASSWORD = "Zq7@#%^&*!$-very-distinctive-password"
 

@@ -9,14 +9,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from handyshop_migration.tenancy.application.encryption import CredentialCipher, generate_key
+from handyshop_migration.tenancy.application.registry import ConnectionRegistry, TenantCredentials
+from handyshop_migration.tenancy.application.router import TenantRouter
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.encryption import CredentialCipher, generate_key
 from handyshop_migration.tenancy.errors import ConnectionFailed, RegistryError
-from handyshop_migration.tenancy.registry import ConnectionRegistry, TenantCredentials
-from handyshop_migration.tenancy.router import TenantRouter
 from handyshop_migration.tenancy.secrets import Secret
-
-from conftest import rows, run_concurrently, unique_namespace
+from handyshop_migration_tests.support.databases import rows, run_concurrently, unique_namespace
 
 Tenant = Callable[[int], TenantCredentials]
 

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from psycopg import sql
 
-from handyshop_migration.seed import (
+from handyshop_migration.devtools.seed import (
     GLOBAL_SHOP_IDS,
     MASTER_TABLES,
     TENANT_TABLES,
@@ -20,8 +20,7 @@ from handyshop_migration.seed import (
 )
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.errors import ConfigurationError
-
-from conftest import drop_database, fingerprint, rows
+from handyshop_migration_tests.support.databases import drop_database, fingerprint, rows
 
 SMALL = {"shops": 4, "scale": 0.05}
 

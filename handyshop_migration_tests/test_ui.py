@@ -20,7 +20,14 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from dagster_services import (
+
+from handyshop_migration.definitions import build_definitions
+from handyshop_migration.devtools.seed import TENANT_TABLES, add_shop
+from handyshop_migration.pipeline import phase1, phase2
+from handyshop_migration.pipeline.phase2 import PARITY_CHECKS
+from handyshop_migration.pipeline.runner import register_shops, run_job
+from handyshop_migration.tenancy.dsn import ConnectionSpec
+from handyshop_migration_tests.support.dagster_services import (
     ARTIFACTS,
     Deployment,
     Services,
@@ -35,13 +42,6 @@ from dagster_services import (
     wait_for,
     wait_run,
 )
-
-from handyshop_migration.definitions import build_definitions
-from handyshop_migration.pipeline import phase1, phase2
-from handyshop_migration.pipeline.phase2 import PARITY_CHECKS
-from handyshop_migration.pipeline.runner import register_shops, run_job
-from handyshop_migration.seed import TENANT_TABLES, add_shop
-from handyshop_migration.tenancy.dsn import ConnectionSpec
 
 pytestmark = pytest.mark.slow
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 from psycopg import sql
 
-from handyshop_migration.seed import GLOBAL_SHOP_IDS, TENANT_TABLES, SeedReport, seed_database
-from handyshop_migration.tenancy.catalog import Catalog, introspect
+from handyshop_migration.devtools.seed import GLOBAL_SHOP_IDS, TENANT_TABLES, SeedReport, seed_database
 from handyshop_migration.tenancy.dsn import ConnectionSpec
+from handyshop_migration.tenancy.engine.catalog import Catalog, introspect
+from handyshop_migration.tenancy.engine.validation import MAX_IDS, ValidationReport, validate_source
 from handyshop_migration.tenancy.errors import ConfigurationError
-from handyshop_migration.tenancy.validation import MAX_IDS, ValidationReport, validate_source
-
-from conftest import rows
+from handyshop_migration_tests.support.databases import rows
 
 SMALL = {"shops": 5, "scale": 0.05}
 

@@ -14,24 +14,37 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from handyshop_migration.seed import GLOBAL_SHOP_IDS, TENANT_TABLES, seed_database
-from handyshop_migration.simulation import SimulatedApp
-from handyshop_migration.tenancy import capture
-from handyshop_migration.tenancy.catalog import Catalog, introspect
-from handyshop_migration.tenancy.copy import copy_shop
-from handyshop_migration.tenancy.cutover import CutoverReport, cut_over_writes, open_reads, roll_back_cutover
+from handyshop_migration.devtools.seed import GLOBAL_SHOP_IDS, TENANT_TABLES, seed_database
+from handyshop_migration.devtools.simulation import SimulatedApp
+from handyshop_migration.tenancy.application.encryption import CredentialCipher, generate_key
+from handyshop_migration.tenancy.application.registry import ConnectionRegistry
+from handyshop_migration.tenancy.application.routing import RouteResolver, RoutingTable, read_bucket
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.encryption import CredentialCipher, generate_key
-from handyshop_migration.tenancy.errors import CopyError
-from handyshop_migration.tenancy.migrations import tenant_migrations
-from handyshop_migration.tenancy.provisioning import Provisioner, TenantNaming
-from handyshop_migration.tenancy.registry import ConnectionRegistry
-from handyshop_migration.tenancy.retirement import RetirementRefused, archive_shop, restore_shop, retire_shop
-from handyshop_migration.tenancy.routing import RouteResolver, RoutingTable, read_bucket
-from handyshop_migration.tenancy.tenant_schema import render
-from handyshop_migration.tenancy.verification import table_checksum, verify_tables
-
-from conftest import create_database, drop_database, drop_namespace, unique_namespace
+from handyshop_migration.tenancy.engine import capture
+from handyshop_migration.tenancy.engine.catalog import Catalog, introspect
+from handyshop_migration.tenancy.engine.copy import copy_shop
+from handyshop_migration.tenancy.engine.cutover import (
+    CutoverReport,
+    cut_over_writes,
+    open_reads,
+    roll_back_cutover,
+)
+from handyshop_migration.tenancy.engine.migrations import tenant_migrations
+from handyshop_migration.tenancy.engine.provisioning import Provisioner, TenantNaming
+from handyshop_migration.tenancy.engine.retirement import (
+    archive_shop,
+    restore_shop,
+    retire_shop,
+)
+from handyshop_migration.tenancy.engine.tenant_schema import render
+from handyshop_migration.tenancy.engine.verification import table_checksum, verify_tables
+from handyshop_migration.tenancy.errors import CaptureError, CopyError, RetirementRefused
+from handyshop_migration_tests.support.databases import (
+    create_database,
+    drop_database,
+    drop_namespace,
+    unique_namespace,
+)
 
 SHOPS = [1, 2, 3, 4]
 
@@ -225,7 +238,7 @@ def test_a_live_tenant_is_never_reloaded_and_phase3_can_be_undone(world: World) 
     with pytest.raises(CopyError, match="is live"):
         copy_shop(world.source, world.tenant(shop), render(world.catalog), shop)
     with world.source.connect() as conn:
-        with pytest.raises(CopyError, match="fenced"):
+        with pytest.raises(CaptureError, match="fenced"):
             capture.disable(conn, shop)
     roll_back_cutover(world.source, world.tenant(shop), world.catalog, world.routing, shop)
     with world.source.connect() as conn:

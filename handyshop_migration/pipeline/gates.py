@@ -16,7 +16,7 @@ from dagster._core.event_api import (
     PartitionKeyFilter,  # partitioned check records: preview API, version pinned
 )
 
-from handyshop_migration.tenancy.catalog import Catalog
+from handyshop_migration.tenancy.engine.catalog import Catalog
 
 VALIDATION = dg.AssetKey("source_validation")
 CATALOG = dg.AssetKey("source_catalog")

@@ -17,14 +17,14 @@ from handyshop_migration.pipeline import phase0, phase1, phase2, phase3, phase4,
 from handyshop_migration.pipeline.gates import ROLLED_BACK
 from handyshop_migration.pipeline.partitions import shop_id
 from handyshop_migration.pipeline.resources import Registry, Router, SourceDatabase, TenantServer
-from handyshop_migration.tenancy import capture
-from handyshop_migration.tenancy.catalog import Catalog
-from handyshop_migration.tenancy.copy import SourceSnapshot, copy_shop, empty_tenant
-from handyshop_migration.tenancy.cutover import CutoverRefused, roll_back_cutover
-from handyshop_migration.tenancy.errors import HandyshopError
-from handyshop_migration.tenancy.retirement import Archive, restore_shop
-from handyshop_migration.tenancy.tenant_schema import render
-from handyshop_migration.tenancy.verification import verify_copied_table
+from handyshop_migration.tenancy.engine import capture
+from handyshop_migration.tenancy.engine.catalog import Catalog
+from handyshop_migration.tenancy.engine.copy import SourceSnapshot, copy_shop, empty_tenant
+from handyshop_migration.tenancy.engine.cutover import roll_back_cutover
+from handyshop_migration.tenancy.engine.retirement import Archive, restore_shop
+from handyshop_migration.tenancy.engine.tenant_schema import render
+from handyshop_migration.tenancy.engine.verification import verify_copied_table
+from handyshop_migration.tenancy.errors import CutoverRefused, HandyshopError
 
 
 def _group_job(name: str, groups: tuple[str, ...], description: str) -> object:

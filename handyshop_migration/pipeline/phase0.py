@@ -15,9 +15,9 @@ import dagster as dg
 from handyshop_migration import settings
 from handyshop_migration.pipeline.resources import SourceDatabase
 from handyshop_migration.pipeline.runner import init_source_pool
-from handyshop_migration.tenancy.backup import backup_source
-from handyshop_migration.tenancy.catalog import Catalog, introspect
-from handyshop_migration.tenancy.validation import validate_source
+from handyshop_migration.tenancy.engine.backup import backup_source
+from handyshop_migration.tenancy.engine.catalog import Catalog, introspect
+from handyshop_migration.tenancy.engine.validation import validate_source
 
 GROUP = "phase0_preparation"
 

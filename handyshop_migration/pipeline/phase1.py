@@ -6,7 +6,7 @@ import dagster as dg
 from handyshop_migration.pipeline.gates import phase0_refusal
 from handyshop_migration.pipeline.partitions import shop_id, shops_partitions
 from handyshop_migration.pipeline.resources import TenantServer
-from handyshop_migration.tenancy.catalog import Catalog
+from handyshop_migration.tenancy.engine.catalog import Catalog
 
 GROUP = "phase1_provisioning"
 TENANT_DATABASE = dg.AssetKey("tenant_database")

@@ -19,11 +19,11 @@ from handyshop_migration.pipeline.gates import parity_gates
 from handyshop_migration.pipeline.partitions import shop_id, shops_partitions
 from handyshop_migration.pipeline.phase1 import TENANT_DATABASE
 from handyshop_migration.pipeline.resources import Registry, SourceDatabase, TenantServer
-from handyshop_migration.tenancy.catalog import Catalog, Table
-from handyshop_migration.tenancy.copy import copy_table, pending_foreign_keys
+from handyshop_migration.tenancy.engine.catalog import Catalog, Table
+from handyshop_migration.tenancy.engine.copy import copy_table, pending_foreign_keys
+from handyshop_migration.tenancy.engine.tenant_schema import TenantSchema
+from handyshop_migration.tenancy.engine.verification import check_copied_table, record_source_checksum
 from handyshop_migration.tenancy.errors import CopyError
-from handyshop_migration.tenancy.tenant_schema import TenantSchema
-from handyshop_migration.tenancy.verification import check_copied_table, record_source_checksum
 
 GROUP = "phase2_copy"
 SOURCE_POOL = "handyshop_source"  # caps concurrent copies against the shared database (dagster.yaml)

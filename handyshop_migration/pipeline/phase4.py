@@ -11,9 +11,9 @@ from handyshop_migration.pipeline.partitions import shop_id, shops_partitions
 from handyshop_migration.pipeline.phase2 import PARITY_CHECKS, SHOP_VERIFIED, table_key
 from handyshop_migration.pipeline.phase3 import TENANT_SYNC
 from handyshop_migration.pipeline.resources import Registry, SourceDatabase, TenantServer
-from handyshop_migration.tenancy.catalog import Catalog
-from handyshop_migration.tenancy.cutover import DEFAULT_ID_BLOCK, CutoverRefused, cut_over_writes, open_reads
-from handyshop_migration.tenancy.routing import RoutingRefused
+from handyshop_migration.tenancy.engine.catalog import Catalog
+from handyshop_migration.tenancy.engine.cutover import DEFAULT_ID_BLOCK, cut_over_writes, open_reads
+from handyshop_migration.tenancy.errors import CutoverRefused, RoutingRefused
 
 GROUP = "phase4_cutover"
 TENANT_CUTOVER = dg.AssetKey("tenant_cutover")

@@ -9,8 +9,9 @@ from handyshop_migration.pipeline.gates import BACKUP, is_current
 from handyshop_migration.pipeline.partitions import shop_id, shops_partitions
 from handyshop_migration.pipeline.phase4 import TENANT_CUTOVER, require_verified
 from handyshop_migration.pipeline.resources import Registry, SourceDatabase
-from handyshop_migration.tenancy.catalog import Catalog
-from handyshop_migration.tenancy.retirement import RetirementRefused, archive_shop, retire_shop
+from handyshop_migration.tenancy.engine.catalog import Catalog
+from handyshop_migration.tenancy.engine.retirement import archive_shop, retire_shop
+from handyshop_migration.tenancy.errors import RetirementRefused
 
 GROUP = "phase5_retirement"
 LEGACY_RETIREMENT = dg.AssetKey("legacy_retirement")

@@ -15,16 +15,17 @@ import psycopg
 from pydantic import PrivateAttr
 
 from handyshop_migration import settings
-from handyshop_migration.tenancy import capture
-from handyshop_migration.tenancy.catalog import Catalog
-from handyshop_migration.tenancy.copy import SourceSnapshot
+from handyshop_migration.tenancy.application.encryption import CredentialCipher
+from handyshop_migration.tenancy.application.registry import ConnectionRegistry
+from handyshop_migration.tenancy.application.router import TenantRouter
+from handyshop_migration.tenancy.application.routing import RoutingTable
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.encryption import CredentialCipher
-from handyshop_migration.tenancy.migrations import Migration, tenant_migrations
-from handyshop_migration.tenancy.provisioning import Provisioner, TenantNaming
-from handyshop_migration.tenancy.registry import ConnectionRegistry
-from handyshop_migration.tenancy.router import TenantRouter
-from handyshop_migration.tenancy.routing import RoutingTable
+from handyshop_migration.tenancy.engine import capture
+from handyshop_migration.tenancy.engine.catalog import Catalog
+from handyshop_migration.tenancy.engine.copy import SourceSnapshot
+from handyshop_migration.tenancy.engine.migrations import Migration, tenant_migrations
+from handyshop_migration.tenancy.engine.provisioning import Provisioner, TenantNaming
+from handyshop_migration.tenancy.names import DEFAULT_DATABASE_PATTERN, DEFAULT_ROLE_PATTERN
 from handyshop_migration.tenancy.secrets import Secret
 
 
@@ -143,8 +144,8 @@ class TenantServer(dg.ConfigurableResource):
     source: SourceDatabase
     registry: Registry
     admin_url: str = ""
-    database_pattern: str = "shop_{id}_db"
-    role_pattern: str = "shop_user_{id}"
+    database_pattern: str = DEFAULT_DATABASE_PATTERN
+    role_pattern: str = DEFAULT_ROLE_PATTERN
     migrations_dir: str = ""
 
     _provisioner: Provisioner | None = PrivateAttr(default=None)
@@ -215,8 +216,8 @@ def build_resources(environ: dict[str, str] | None = None) -> dict[str, Any]:
         source=source,
         registry=registry,
         admin_url=optional(settings.ADMIN_URL),
-        database_pattern=env.get(settings.TENANT_DATABASE) or "shop_{id}_db",
-        role_pattern=env.get(settings.TENANT_ROLE) or "shop_user_{id}",
+        database_pattern=env.get(settings.TENANT_DATABASE) or DEFAULT_DATABASE_PATTERN,
+        role_pattern=env.get(settings.TENANT_ROLE) or DEFAULT_ROLE_PATTERN,
         migrations_dir=env.get(settings.TENANT_MIGRATIONS, ""),
     )
     router = Router.configure_at_launch(registry=registry)

@@ -2,7 +2,8 @@
 
 Runs execute in this process (`execute_in_process`) and are recorded in the instance's storage, so the
 webserver shows them afterwards exactly as if launched from the UI. One run per shop: a range run would
-store its check results without partition (see ../shared/reference/dagster-notes.md).
+store its check results without partition (Dagster 1.13 keeps per-partition check results only for
+single-partition runs).
 """
 
 import time

@@ -16,8 +16,8 @@ from handyshop_migration.pipeline.gates import VALIDATION, is_current
 from handyshop_migration.pipeline.partitions import SHOPS, shops_partitions
 from handyshop_migration.pipeline.phase2 import SHOP_VERIFIED
 from handyshop_migration.pipeline.resources import SourceDatabase
-from handyshop_migration.tenancy import capture
-from handyshop_migration.tenancy.shops import list_shops
+from handyshop_migration.tenancy.engine import capture
+from handyshop_migration.tenancy.engine.shops import list_shops
 
 
 def build_new_shops_sensor(

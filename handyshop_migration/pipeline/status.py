@@ -42,10 +42,10 @@ def _control_state() -> tuple[dict[int, str], dict[int, str]]:
     """Registry status and routing state per shop, when the environment names the control database."""
     if settings.missing(settings.REQUIRED_FOR_MIGRATION):
         return {}, {}
+    from handyshop_migration.tenancy.application.encryption import CredentialCipher
+    from handyshop_migration.tenancy.application.registry import ConnectionRegistry
+    from handyshop_migration.tenancy.application.routing import RoutingTable
     from handyshop_migration.tenancy.dsn import ConnectionSpec
-    from handyshop_migration.tenancy.encryption import CredentialCipher
-    from handyshop_migration.tenancy.registry import ConnectionRegistry
-    from handyshop_migration.tenancy.routing import RoutingTable
 
     source = ConnectionSpec.from_url(os.environ[settings.SOURCE_URL], name=settings.SOURCE_URL)
     with ConnectionRegistry(source, CredentialCipher.from_env()) as registry:

@@ -9,6 +9,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from handyshop_migration.tenancy.errors import ConfigurationError, ConnectionFailed
+from handyshop_migration.tenancy.names import APPLICATION_NAME
 from handyshop_migration.tenancy.secrets import Secret, database_url, one_line, redact
 
 # The same text rendering on every connection, so that checksums of row texts agree between the
@@ -31,7 +32,7 @@ class ConnectionSpec:
     password: Secret | None
     dbname: str
     sslmode: str | None = None
-    application_name: str = "handyshop-migration"
+    application_name: str = APPLICATION_NAME
 
     @classmethod
     def from_url(cls, url: str | Secret, *, name: str = "database URL") -> ConnectionSpec:

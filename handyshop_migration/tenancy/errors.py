@@ -49,3 +49,27 @@ class BackupError(HandyshopError):
 
 class ConnectionFailed(HandyshopError):
     """A server could not be reached or refused the credentials."""
+
+
+class CaptureError(HandyshopError):
+    """Capturing a shop's writes, fencing them or applying them failed."""
+
+
+class RoutingRefused(HandyshopError):
+    """A routing step was asked for in a state that does not allow it."""
+
+
+class CutoverRefused(HandyshopError):
+    """A gate failed during cutover or its rollback; routing was left where it was."""
+
+
+class RetirementRefused(HandyshopError):
+    """Retirement or restore was refused; nothing was deleted or written."""
+
+
+class LifecycleRefused(HandyshopError):
+    """A shop's lifecycle transition was asked for from a state that does not allow it; nothing changed."""
+
+
+class UnexpectedResult(HandyshopError):
+    """A query that always returns a row returned none: the server or a concurrent change broke an invariant."""

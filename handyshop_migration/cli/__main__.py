@@ -1,0 +1,7 @@
+"""`python -m handyshop_migration.cli`."""
+
+import sys
+
+from handyshop_migration.cli import main
+
+sys.exit(main())

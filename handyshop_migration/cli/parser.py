@@ -1,0 +1,123 @@
+"""The verb table: every command, its help text and its arguments, in one list the parser is built from."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from handyshop_migration import settings
+from handyshop_migration.cli import local, migration, tools
+from handyshop_migration.cli.environment import EPILOG, positive_float, positive_int
+
+Arguments = Callable[[argparse.ArgumentParser], None]
+
+
+@dataclass(frozen=True)
+class Verb:
+    name: str
+    run: Callable[[argparse.Namespace], int]
+    help: str
+    arguments: Arguments = lambda p: None
+
+
+def _local_options(shops: int) -> Arguments:
+    def add(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--shops", type=positive_int, default=shops, help=f"shops to seed (default {shops})")
+        p.add_argument("--scale", type=positive_float, default=0.1, help="rows per shop, 1.0 ≈ 2,000 (default 0.1)")
+        p.add_argument("--seed", type=int, default=42, help="random seed of the generated data (default 42)")
+        p.add_argument("--data-dir", default=".handyshop", help="where the embedded server and DAGSTER_HOME live")
+        p.add_argument("--pg-version", type=int, choices=(16, 18), default=18, help="embedded PostgreSQL version")
+
+    return add
+
+
+def _demo(p: argparse.ArgumentParser) -> None:
+    _local_options(5)(p)
+    p.add_argument("--cross-shop-reference", action="store_true",
+                   help="plant a repair pointing at another shop's customer (the gates must catch it)")
+    p.add_argument("--through-phase", type=int, choices=(2, 3, 4, 5), default=5,
+                   help="last phase (default 5); from 3 on, a simulated application writes throughout")
+
+
+def _dev(p: argparse.ArgumentParser) -> None:
+    _local_options(5)(p)
+    p.add_argument("--port", type=int, default=3000, help="webserver port (default 3000)")
+
+
+def _migrate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shops", default="all", help="'all' (default) or comma-separated shop ids")
+    p.add_argument("--through-phase", type=int, choices=(2, 3, 4, 5), default=2, help="last phase to run (default 2)")
+    p.add_argument("--confirm-retirement", action="store_true",
+                   help="phase 5 deletes the shops' rows from the shared database (archived first): required for 5")
+
+
+def _rollback(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--phase", type=int, choices=(1, 2, 3, 4, 5), required=True)
+    p.add_argument("--shop", type=int, required=True)
+    p.add_argument("--confirm", required=True, help="the shop's tenant database name, e.g. shop_5_db")
+
+
+def _inspect(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--source-url", default="", help=f"shared database URL (default: ${settings.SOURCE_URL})")
+    p.add_argument("--output", required=True, help="catalog file to write (JSON)")
+    p.add_argument("--tenant-column", default="shop_id", help="the column that names the tenant (default shop_id)")
+    p.add_argument("--schema", default="public", help="schema of the tenant tables (default public)")
+    p.add_argument("--tables", default="", help="exactly these tables (comma-separated); default: all with the column")
+    p.add_argument("--exclude", default="users", help="tables that carry the tenant column but stay shared (default: users)")
+
+
+def _seed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", required=True, help="target database URL (created if missing)")
+    p.add_argument("--shops", type=positive_int, default=5)
+    p.add_argument("--scale", type=positive_float, default=1.0)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--big-shop-rows", type=positive_int, default=None, help="give shop 1 this many repairs")
+    p.add_argument("--cross-shop-reference", action="store_true")
+    p.add_argument("--orphan-rows", action="store_true")
+
+
+def _add_shop(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", required=True)
+    p.add_argument("--url", default="", help=f"shared database URL (default: ${settings.SOURCE_URL}, else the dev stack)")
+    p.add_argument("--scale", type=positive_float, default=1.0)
+    p.add_argument("--data-dir", default=".handyshop")
+
+
+VERBS: tuple[Verb, ...] = (
+    Verb("demo", local.cmd_demo, "Seed a realistic shared database on an embedded server, run phases 0-5 through "
+         "Dagster while a simulated application keeps writing, print the per-shop verification table; exit 1 if "
+         "any gate failed or any write was lost.", _demo),
+    Verb("dev", local.cmd_dev, "Embedded server + seeded database + `dagster dev` on 127.0.0.1, with the "
+         "environment set, to click through the pipeline in the UI.", _dev),
+    Verb("prepare", migration.cmd_prepare, "Phase 0 on the servers named by the environment: backup, catalog "
+         "drift, validation. Exit 1 if a gate failed."),
+    Verb("migrate", migration.cmd_migrate, "Phases 1-2 (provision, copy, verify) and, with --through-phase, 3 "
+         "(sync), 4 (cutover), 5 (retirement) for shops of the shared database named by the environment; phase 0 "
+         "first if it never ran. Exit 1 if a shop did not get through.", _migrate),
+    Verb("rollback", migration.cmd_rollback, "The way back from a phase for one shop: 1 deprovision, 2 empty and "
+         "reload, 3 stop capture, 4 writes back to the shared database, 5 restore the archive.", _rollback),
+    Verb("status", migration.cmd_status, "One line per shop: phase reached, gates passed/failed, rows, last run."),
+    Verb("inspect", tools.cmd_inspect, "Write the catalog of a shared database (tables with the tenant column, "
+         "columns, keys, foreign-key order) for the definitions to be built from.", _inspect),
+    Verb("seed", tools.cmd_seed, "Create a realistic shared Handyshop database (refuses a database that has one).",
+         _seed),
+    Verb("add-shop", local.cmd_add_shop, "Add a shop to the shared database, as a sign-up would.", _add_shop),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="handyshop-migration",
+        description="Move a shared multi-tenant PostgreSQL database to one database per shop, through Dagster, "
+        "with verification gates and a way back.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for verb in VERBS:
+        p = sub.add_parser(verb.name, help=verb.help, description=verb.help, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        verb.arguments(p)
+        p.set_defaults(func=verb.run)
+    return parser

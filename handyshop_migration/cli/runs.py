@@ -1,0 +1,94 @@
+"""Running phase 0 and the shops' phases, and reporting on them: shared by `demo` and `migrate`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from handyshop_migration.cli.environment import say, table
+
+
+def run_phase0(defs: Any, instance: Any) -> tuple[bool, list[str]]:
+    from handyshop_migration.pipeline.runner import run_job
+
+    say("phase 0: backup, catalog drift, validation …")
+    outcome = run_job(defs, instance, "prepare_source")
+    lines = []
+    for c in outcome.checks:
+        if c.passed:
+            continue
+        first = c.metadata.get("first") or c.metadata.get("fix") or ""
+        lines.append(f"  [{'FAILED' if c.severity == 'ERROR' else 'warning'}] {c.check}: {first}")
+        details = c.metadata.get("details") or []
+        if c.check == "cross_shop_references":
+            for d in details:
+                for ref in (d.get("details") or {}).get("references", [])[:20]:
+                    lines.append(
+                        f"      {d.get('table')}.id={ref.get('id')} (shop {ref.get('shop')}) -> "
+                        f"{(d.get('details') or {}).get('parent_table')}.id={ref.get('parent_id')} "
+                        f"(shop {ref.get('parent_shop')})"
+                    )
+    for failure in outcome.failures:
+        if "blocking asset check" not in failure:
+            lines.append(f"  [FAILED] {failure}")
+    for line in lines:
+        say(line)
+    ok = not outcome.failed_checks and all("blocking asset check" in f for f in outcome.failures)
+    say(f"phase 0 {'passed' if ok else 'FAILED'} in {outcome.seconds:.1f}s ({len(outcome.checks)} checks)")
+    return ok, lines
+
+
+PHASE_NAMES = {2: "verified", 3: "synced", 4: "cut over", 5: "retired"}
+
+
+def shop_line(o: Any) -> str:
+    state = PHASE_NAMES.get(o.reached, "NOT verified")
+    extra = f" — {o.notes[0]}" if o.notes and o.reached < max([2, *o.later]) else ""
+    seconds = o.run.seconds + sum(r.seconds for r in o.later.values())
+    return (
+        f"  shop {o.shop_id}: {state}, {o.tables} tables, {o.rows} rows, {o.gates_passed} gates passed, "
+        f"{o.gates_failed} failed ({seconds:.1f}s){extra}"
+    )
+
+
+def later_phases(defs: Any, instance: Any, outcomes: Sequence[Any], through: int, confirm_retirement: bool) -> None:
+    """Phases 3..through for every shop that reached the phase before, phase by phase across shops."""
+    from handyshop_migration.pipeline.runner import advance_shop
+
+    for phase in range(3, through + 1):
+        ready = [o for o in outcomes if o.reached == phase - 1]
+        if not ready:
+            return
+        say(f"phase {phase} ({PHASE_NAMES[phase]}) for {len(ready)} shops …")
+        for o in ready:
+            advance_shop(defs, instance, o, phase, confirm_retirement=confirm_retirement)
+            say(shop_line(o))
+
+
+def summary(outcomes: Sequence[Any], names: dict[int, str], writes: dict[int, Any] | None = None) -> str:
+    headers = ["shop", "name", "tables", "rows", "gates passed", "gates failed", "verified", "phase"]
+    if writes is not None:
+        headers += ["writes during migration", "found in tenant"]
+    rows = []
+    for o in outcomes:
+        row: list[object] = [o.shop_id, names.get(o.shop_id, "")[:28], o.tables, o.rows, o.gates_passed,
+                             o.gates_failed, "yes" if o.verified else "NO", PHASE_NAMES.get(o.reached, "-")]
+        if writes is not None:
+            w = writes.get(o.shop_id)
+            row += [w.made if w else 0, f"{w.found}/{w.rows}" if w and w.tenant else "-"]
+        rows.append(row)
+    total: list[object] = ["all", "", sum(o.tables for o in outcomes), sum(o.rows for o in outcomes),
+                           sum(o.gates_passed for o in outcomes), sum(o.gates_failed for o in outcomes),
+                           f"{sum(o.verified for o in outcomes)}/{len(outcomes)}", ""]
+    if writes is not None:
+        total += [sum(w.made for w in writes.values()),
+                  f"{sum(w.found for w in writes.values() if w.tenant)}/{sum(w.rows for w in writes.values() if w.tenant)}"]
+    return table(headers, [*rows, total])
+
+
+def shop_names(source: Any) -> dict[int, str]:
+    from handyshop_migration.tenancy.engine.shops import list_shops
+
+    with source.connect() as conn:
+        return {s.id: s.name for s in list_shops(conn)}
+

@@ -1,0 +1,409 @@
+"""Where each shop's database is and how to log in to it, persisted encrypted in a control table.
+
+Unlike the app's ConnectionRegistry (reference §4.1) persistence is always on and goes to one place
+(the control database the caller names), the cache is a real LRU with a bound and a TTL, and the
+cache holds only ciphertext, so no decrypted password sits in memory between calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+
+from handyshop_migration.tenancy.application.encryption import CredentialCipher
+from handyshop_migration.tenancy.dsn import ConnectionSpec
+from handyshop_migration.tenancy.errors import DecryptionError, RegistryError
+from handyshop_migration.tenancy.secrets import Secret
+
+# Plain strings, not a database enum or CHECK: a new status needs no migration of the control table,
+# only an entry here (or a `statuses=` argument). Checked in Python so a typo fails instead of
+# silently taking a shop out of every `list(status)`. "provisioning" marks an entry registered
+# before its role and database exist (provisioning.py records the password first).
+STATUSES: tuple[str, ...] = ("provisioning", "provisioned", "copied", "verified", "live", "retired", "failed")
+
+TABLE = "tenant_connections"
+_COLUMNS = ("shop_id", "server", "host", "port", "database", "role", "password_encrypted", "key_id", "status")
+
+T = TypeVar("T")
+
+
+def credential_context(shop_id: int) -> str:
+    """Associated data binding an encrypted password to its shop's row."""
+    return f"tenant-credential:shop:{shop_id}"
+
+
+def _missing(shop_id: int) -> RegistryError:
+    return RegistryError(
+        f"no registry entry for shop {shop_id}; provision it first (handyshop-migration migrate --shops {shop_id})"
+    )
+
+
+@dataclass(frozen=True)
+class TenantCredentials:
+    shop_id: int
+    server: str
+    host: str
+    port: int
+    database: str
+    role: str
+    password: Secret
+    status: str
+
+    def __post_init__(self) -> None:
+        # A plain str here would print in reprs, tracebacks and Dagster metadata.
+        if not isinstance(self.password, Secret):
+            raise TypeError("TenantCredentials.password must be a Secret, not a plain string")
+
+    def spec(self, *, sslmode: str | None = None) -> ConnectionSpec:
+        """Where to connect as the tenant role on the tenant database."""
+        return ConnectionSpec(
+            host=self.host, port=self.port, user=self.role, password=self.password, dbname=self.database, sslmode=sslmode
+        )
+
+
+@dataclass(frozen=True)
+class _Row:
+    """A registry row as cached: the password stays encrypted until someone asks for it."""
+
+    shop_id: int
+    server: str
+    host: str
+    port: int
+    database: str
+    role: str
+    token: str
+    status: str
+
+
+@dataclass
+class _CacheEntry:
+    row: _Row
+    expires_at: float
+
+
+class ConnectionRegistry:
+    """Tenant credentials in `<schema>.tenant_connections` of the control database, with an LRU+TTL cache."""
+
+    def __init__(
+        self,
+        control: ConnectionSpec,
+        cipher: CredentialCipher,
+        *,
+        schema: str = "handyshop_migration",
+        cache_size: int = 100,
+        cache_ttl: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+        statuses: Iterable[str] = STATUSES,
+    ) -> None:
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
+            raise ValueError(f"cache_size must be an integer of at least 1, got {cache_size!r}")
+        if isinstance(cache_ttl, bool) or not isinstance(cache_ttl, int | float) or not cache_ttl > 0:
+            raise ValueError(f"cache_ttl must be a number of seconds greater than 0, got {cache_ttl!r}")
+        if not schema or len(schema.encode("utf-8")) > 63:
+            raise ValueError("schema must be a non-empty PostgreSQL identifier of at most 63 bytes")
+        self.control = control
+        self.cipher = cipher
+        self.schema = schema
+        self.cache_size = cache_size
+        self.cache_ttl = float(cache_ttl)
+        self.statuses: tuple[str, ...] = tuple(statuses)
+        self._clock = clock
+        self._table = sql.Identifier(schema, TABLE)
+        self._cache: OrderedDict[int, _CacheEntry] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        # Bumped by every write and invalidation: a read that raced one must not cache what it read.
+        self._generation = 0
+        # One control connection, serialised by a lock: registry calls are short, and a connection
+        # per call would cost a password handshake each time.
+        self._conn: psycopg.Connection | None = None
+        self._db_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (
+            f"ConnectionRegistry(control={self.control!r}, schema={self.schema!r}, "
+            f"key_id={self.cipher.key_id!r}, cache_len={self.cache_len})"
+        )
+
+    __str__ = __repr__
+
+    # -- control connection -------------------------------------------------------------------
+
+    def _run(self, work: Callable[[psycopg.Connection], T]) -> T:
+        """Run `work` in one transaction on the control connection, reconnecting if it went away."""
+        with self._db_lock:
+            conn = self._conn
+            if conn is not None:
+                try:
+                    conn.execute("")  # a dropped connection (server restart, idle kill) shows here, not mid-work
+                except psycopg.Error:
+                    conn.close()
+                    conn = self._conn = None
+            if conn is None:
+                conn = self._conn = self.control.connect(autocommit=True)
+            try:
+                with conn.transaction():
+                    return work(conn)
+            except (pg_errors.UndefinedTable, pg_errors.InvalidSchemaName):
+                raise RegistryError(
+                    f"the registry table {self.schema}.{TABLE} does not exist in {self.control.describe()}; "
+                    "create it with ConnectionRegistry.ensure_schema() before registering shops."
+                ) from None
+            finally:
+                if conn.broken:
+                    conn.close()
+                    self._conn = None
+
+    def close(self) -> None:
+        """Close the control connection (it is reopened on the next call)."""
+        with self._db_lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> ConnectionRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    def _lock_key(self) -> int:
+        digest = hashlib.sha256(f"handyshop-migration:registry-schema:{self.schema}".encode()).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+
+    def ensure_schema(self) -> None:
+        """Create the schema and table if missing; concurrent callers are serialised by an advisory lock."""
+
+        def work(conn: psycopg.Connection) -> None:
+            # IF NOT EXISTS alone races: two sessions can both pass the check and one fails on the catalog.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key(),))
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+            conn.execute(
+                sql.SQL(
+                    """
+                    CREATE TABLE IF NOT EXISTS {} (
+                        shop_id bigint PRIMARY KEY,
+                        server text NOT NULL,
+                        host text NOT NULL,
+                        port integer NOT NULL CHECK (port BETWEEN 1 AND 65535),
+                        database text NOT NULL,
+                        role text NOT NULL,
+                        password_encrypted text NOT NULL,
+                        key_id text NOT NULL,
+                        status text NOT NULL,
+                        created_at timestamptz NOT NULL DEFAULT now(),
+                        updated_at timestamptz NOT NULL DEFAULT now()
+                    )
+                    """
+                ).format(self._table)
+            )
+            conn.execute(
+                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (status)").format(
+                    sql.Identifier(f"{TABLE}_status_idx"), self._table
+                )
+            )
+
+        self._run(work)
+
+    # -- cache ----------------------------------------------------------------------------------
+
+    def _purge_expired(self, now: float) -> None:
+        # Called with the cache lock held; scanning is fine for a cache bounded to a few hundred entries.
+        for shop_id in [s for s, e in self._cache.items() if e.expires_at <= now]:
+            del self._cache[shop_id]
+
+    def _cache_get(self, shop_id: int) -> _Row | None:
+        with self._cache_lock:
+            self._purge_expired(self._clock())
+            entry = self._cache.get(shop_id)
+            if entry is None:
+                return None
+            self._cache.move_to_end(shop_id)
+            return entry.row
+
+    def _cache_put(self, row: _Row, generation: int | None = None) -> None:
+        """Cache a row read under `generation`, or (generation None) a row just written."""
+        with self._cache_lock:
+            if generation is None:
+                self._generation += 1  # readers that started before this write must not cache their row
+            elif generation != self._generation:
+                return  # a write happened while we read: what we read may be stale
+            now = self._clock()
+            self._purge_expired(now)
+            # The TTL counts from the read, not the last hit: a hot entry must still be re-read.
+            self._cache[row.shop_id] = _CacheEntry(row, now + self.cache_ttl)
+            self._cache.move_to_end(row.shop_id)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+    def invalidate(self, shop_id: int | None = None) -> None:
+        """Forget the cached entry of one shop, or of all shops; the next read goes to the database."""
+        with self._cache_lock:
+            self._generation += 1
+            if shop_id is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(shop_id, None)
+
+    @property
+    def cache_len(self) -> int:
+        with self._cache_lock:
+            self._purge_expired(self._clock())
+            return len(self._cache)
+
+    # -- rows -------------------------------------------------------------------------------------
+
+    def _decrypt(self, row: _Row) -> TenantCredentials:
+        try:
+            password = self.cipher.decrypt(row.token, context=credential_context(row.shop_id))
+        except DecryptionError as exc:
+            raise DecryptionError(f"cannot read the registry entry of shop {row.shop_id}: {exc}") from None
+        return TenantCredentials(
+            shop_id=row.shop_id,
+            server=row.server,
+            host=row.host,
+            port=row.port,
+            database=row.database,
+            role=row.role,
+            password=Secret(password),
+            status=row.status,
+        )
+
+    def _select(self, where: sql.Composable, params: tuple[Any, ...]) -> list[_Row]:
+        query = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY shop_id").format(
+            sql.SQL(", ").join(
+                sql.Identifier(c) for c in _COLUMNS if c != "key_id"
+            ),
+            self._table,
+            where,
+        )
+        return [_Row(*r) for r in self._run(lambda conn: conn.execute(query, params).fetchall())]
+
+    def _check_status(self, status: str) -> None:
+        if status not in self.statuses:
+            raise ValueError(f"unknown status {status!r}; expected one of {', '.join(self.statuses)}")
+
+    @staticmethod
+    def _check_shop_id(shop_id: int) -> None:
+        if isinstance(shop_id, bool) or not isinstance(shop_id, int):
+            raise TypeError(f"shop_id must be an int, got {type(shop_id).__name__}")
+
+    def register(self, creds: TenantCredentials) -> None:
+        """Insert or replace the entry of `creds.shop_id`; the password is stored encrypted."""
+        self._check_shop_id(creds.shop_id)
+        self._check_status(creds.status)
+        if not 1 <= creds.port <= 65535:
+            raise ValueError(f"port must be between 1 and 65535, got {creds.port}")
+        token = self.cipher.encrypt(creds.password.reveal(), context=credential_context(creds.shop_id))
+        row = _Row(creds.shop_id, creds.server, creds.host, creds.port, creds.database, creds.role, token, creds.status)
+        updates = [c for c in _COLUMNS if c != "shop_id"]
+        query = sql.SQL(
+            "INSERT INTO {table} ({cols}) VALUES ({vals}) ON CONFLICT (shop_id) DO UPDATE SET {sets}, updated_at = now()"
+        ).format(
+            table=self._table,
+            cols=sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS),
+            vals=sql.SQL(", ").join(sql.Placeholder() for _ in _COLUMNS),
+            sets=sql.SQL(", ").join(
+                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updates
+            ),
+        )
+        params = (
+            row.shop_id, row.server, row.host, row.port, row.database, row.role, token, self.cipher.key_id, row.status
+        )
+        try:
+            self._run(lambda conn: conn.execute(query, params))
+        except BaseException:
+            self.invalidate(creds.shop_id)  # the write may or may not have happened
+            raise
+        self._cache_put(row)
+
+    def find(self, shop_id: int) -> TenantCredentials | None:
+        """The shop's credentials, or None if it has no entry (cache first, then the control table)."""
+        self._check_shop_id(shop_id)
+        row = self._cache_get(shop_id)
+        if row is None:
+            with self._cache_lock:
+                generation = self._generation
+            found = self._select(sql.SQL("shop_id = %s"), (shop_id,))
+            if not found:
+                return None
+            row = found[0]
+            creds = self._decrypt(row)  # check before caching: a bad entry must not sit in the cache
+            self._cache_put(row, generation)
+            return creds
+        return self._decrypt(row)
+
+    def get(self, shop_id: int) -> TenantCredentials:
+        creds = self.find(shop_id)
+        if creds is None:
+            raise _missing(shop_id)
+        return creds
+
+    def set_status(self, shop_id: int, status: str) -> None:
+        self._check_shop_id(shop_id)
+        self._check_status(status)
+        query = sql.SQL("UPDATE {} SET status = %s, updated_at = now() WHERE shop_id = %s").format(self._table)
+        try:
+            updated = self._run(lambda conn: conn.execute(query, (status, shop_id)).rowcount)
+        finally:
+            # After the write, so a read that raced it cannot put the old row back into the cache.
+            self.invalidate(shop_id)
+        if updated == 0:
+            raise _missing(shop_id)
+
+    def remove(self, shop_id: int) -> bool:
+        """Delete the shop's entry; False if there was none."""
+        self._check_shop_id(shop_id)
+        query = sql.SQL("DELETE FROM {} WHERE shop_id = %s").format(self._table)
+        try:
+            return bool(self._run(lambda conn: conn.execute(query, (shop_id,)).rowcount))
+        finally:
+            self.invalidate(shop_id)
+
+    def list(self, status: str | None = None) -> list[TenantCredentials]:
+        """Every entry (or those with `status`), ordered by shop_id; always read from the control table."""
+        if status is None:
+            rows = self._select(sql.SQL("true"), ())
+        else:
+            self._check_status(status)
+            rows = self._select(sql.SQL("status = %s"), (status,))
+        return [self._decrypt(r) for r in rows]
+
+    def rotate_keys(self) -> int:
+        """Re-encrypt every entry not under the active key; returns how many were rewritten."""
+        select = sql.SQL(
+            "SELECT shop_id, password_encrypted FROM {} WHERE key_id <> %s ORDER BY shop_id FOR UPDATE"
+        ).format(self._table)
+        update = sql.SQL(
+            "UPDATE {} SET password_encrypted = %s, key_id = %s, updated_at = now() WHERE shop_id = %s"
+        ).format(self._table)
+
+        def work(conn: psycopg.Connection) -> int:
+            # One transaction: either every entry moves to the new key or none does.
+            rotated = 0
+            for shop_id, token in conn.execute(select, (self.cipher.key_id,)).fetchall():
+                try:
+                    new_token = self.cipher.rotate(token, context=credential_context(shop_id))
+                except DecryptionError as exc:
+                    raise DecryptionError(f"cannot rotate the registry entry of shop {shop_id}: {exc}") from None
+                conn.execute(update, (new_token, self.cipher.key_id, shop_id))
+                rotated += 1
+            return rotated
+
+        try:
+            return self._run(work)
+        finally:
+            self.invalidate()
+
+
+__all__ = ["STATUSES", "ConnectionRegistry", "TenantCredentials", "credential_context"]
