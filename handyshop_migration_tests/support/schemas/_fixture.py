@@ -52,7 +52,7 @@ class AppAction:
     expect: tuple[Any, ...] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Fixture:
     name: str
     modelled_on: str
@@ -62,8 +62,12 @@ class Fixture:
     tenants_key: str
     tenants_name: str | None
     tenant_column: str
-    # Whether the tenant column of the tenant tables is a declared FK to tenants_table(tenants_key).
-    tenant_column_has_fk: bool
+    # The tenant tables whose tenant column alone is a declared FK to tenants_table(tenants_key); the others
+    # reach it through a composite FK, or not at all.
+    tenant_fk_tables: tuple[str, ...]
+    # FKs between tenant tables that include the tenant column on both sides (so no row can point into another
+    # tenant): table -> hops. An FK between tenant tables without the tenant column can cross tenants.
+    composite_tenant_fks: Mapping[str, tuple[Hop, ...]] = field(default_factory=dict)
     # Tables carrying the tenant column whose rows belong to tenants.
     tenant_tables: tuple[str, ...]
     # Tables without the tenant column that reach a tenant table by FK: the path the application means

@@ -122,8 +122,16 @@ class Checker:
             values = self.column_set(sql.SQL("SELECT DISTINCT {} FROM {}").format(
                 sql.Identifier(info.tenant_column), sql.Identifier(table)))
             self.ok(values <= allowed, f"{table}.{info.tenant_column} holds only tenant or global ids: {values}")
-            has_fk = self.fk((table, (info.tenant_column,), info.tenants_table)) is not None
-            self.same(has_fk, info.tenant_column_has_fk, f"{table}.{info.tenant_column} FK to the tenants table")
+        with_fk = {t for t in info.tenant_tables if self.fk((t, (info.tenant_column,), info.tenants_table))}
+        self.same(with_fk, set(info.tenant_fk_tables), "tenant tables whose tenant column is an FK to the tenants")
+        composite: dict[str, set] = defaultdict(set)
+        for fk in self.fks:
+            pairs = set(zip(fk["cols"], fk["refcols"], strict=True))
+            if (fk["child"] in info.tenant_tables and fk["parent"] in info.tenant_tables
+                    and (info.tenant_column, info.tenant_column) in pairs):
+                composite[fk["child"]].add((fk["child"], fk["cols"], fk["parent"]))
+        self.same(dict(composite), {t: set(h) for t, h in info.composite_tenant_fks.items()},
+                  "FKs between tenant tables that carry the tenant column")
         for table in (*info.implied_tables, *info.reference_tables):
             self.ok(info.tenant_column not in self.columns[table], f"{table} has no tenant column")
 

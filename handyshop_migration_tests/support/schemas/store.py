@@ -29,8 +29,8 @@ INFO = Fixture(
     tenants_key="store_id",
     tenants_name=None,  # a store has no name column; its address is the nearest thing
     tenant_column="store_id",
-    tenant_column_has_fk=True,
     tenant_tables=("customer", "staff", "inventory", "film_request"),
+    tenant_fk_tables=("customer", "staff", "inventory", "film_request"),
     implied_tables={
         "rental": _INVENTORY,
         "payment": _VIA_RENTAL + _INVENTORY,
