@@ -464,10 +464,14 @@ class Checker:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("fixtures", nargs="*", default=list(FIXTURES), choices=FIXTURES)
+    parser.add_argument("fixtures", nargs="*", metavar="fixture", help=f"any of {', '.join(FIXTURES)} (default: all)")
     parser.add_argument("--versions", default="16,18")
     parser.add_argument("--tenants", default="2,3,5", help="tenant counts to load each fixture with")
     args = parser.parse_args(argv)
+    unknown = set(args.fixtures) - set(FIXTURES)
+    if unknown:
+        parser.error(f"unknown fixture(s): {', '.join(sorted(unknown))}")
+    args.fixtures = args.fixtures or list(FIXTURES)
 
     # handyshop_migration_tests/ is the import root of the tests (it has no __init__.py).
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
