@@ -123,6 +123,9 @@ class Fixture:
     # "table" or "table.column" -> comment text.
     comments: Mapping[str, str] = field(default_factory=dict)
     app_actions: tuple[AppAction, ...] = ()
+    # "table.column"s whose values differ between two loads (now() at load time); every other value is the
+    # same on every load with the same tenant count.
+    nondeterministic_columns: tuple[str, ...] = ()
     # Objects a migration should name in its report rather than (or as well as) carry silently:
     # object name -> why.
     report: Mapping[str, str] = field(default_factory=dict)

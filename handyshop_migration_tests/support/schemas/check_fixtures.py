@@ -462,6 +462,18 @@ class Checker:
             self.conn.rollback()
 
 
+def compare_loads(checker: Checker, first: psycopg.Connection, second: psycopg.Connection, info: Any) -> None:
+    from support.schemas._catalog import table_checksums, table_objects
+
+    tables = info.all_tables
+    checker.same(table_objects(second, tables), table_objects(first, tables), "objects of a second load")
+    skip = info.nondeterministic_columns
+    checker.same(table_checksums(second, tables, skip), table_checksums(first, tables, skip), "rows of a second load")
+    for column in skip:
+        table, name = column.split(".")
+        checker.ok(name in checker.columns[table], f"nondeterministic column {column} exists")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("fixtures", nargs="*", metavar="fixture", help=f"any of {', '.join(FIXTURES)} (default: all)")
@@ -499,6 +511,14 @@ def main(argv: list[str] | None = None) -> int:
                                 sql.Identifier(t))).fetchone()[0] for t in module.INFO.all_tables)
                             checker = Checker(conn, module.INFO, tenants)
                             checker.run()
+                        # Deterministic: a second load has the same objects and the same rows.
+                        again = f"{dbname}_again"
+                        with admin.connect(autocommit=True) as conn:
+                            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(again)))
+                        with admin.with_db(again).connect() as second:
+                            module.create(second, tenants)
+                            with admin.with_db(dbname).connect() as first:
+                                compare_loads(checker, first, second, module.INFO)
                         status = "ok" if not checker.failures else f"{len(checker.failures)} FAILED"
                         print(f"PostgreSQL {server_version:<6} {name:<8} tenants={tenants}: loaded in "
                               f"{loaded:.2f}s ({rows} rows), {checker.passed} checks passed, {status}")

@@ -155,6 +155,7 @@ INFO = Fixture(
             tenant=2, expect=(1,),
         ),
     ),
+    nondeterministic_columns=("ddl_log.logged_at",),
     report={
         "audit_ddl": "event trigger (database-wide, needs a superuser): fires on the migration's own DDL in the "
         "shared database; not part of any table's schema",
