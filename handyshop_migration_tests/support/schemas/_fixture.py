@@ -126,8 +126,8 @@ class Fixture:
     # "table.column"s whose values differ between two loads (now() at load time); every other value is the
     # same on every load with the same tenant count.
     nondeterministic_columns: tuple[str, ...] = ()
-    # Objects a migration should name in its report rather than (or as well as) carry silently:
-    # object name -> why.
+    # What a migration should name in its report rather than (or as well as) carry silently:
+    # object name (or "table id" for a planted row) -> why.
     report: Mapping[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
