@@ -16,36 +16,13 @@ from handyshop_migration.tenancy.secrets import Secret
 # Passwords with the characters the app's generator uses and that break unencoded URLs (reference §4.1).
 AWKWARD = "@#%^&*!$/:?"
 
-SHARED_CUSTOMERS = """
-CREATE TABLE IF NOT EXISTS customers (
-    id serial PRIMARY KEY,
-    first_name text NOT NULL,
-    last_name text NOT NULL,
-    phone text NOT NULL,
-    email text,
-    address text,
-    zip_code text,
-    city text,
-    created_at timestamp NOT NULL DEFAULT now(),
-    user_id integer,
-    shop_id integer DEFAULT 1,
-    created_by text
+# Handyshop's customers (§2.3); the tenant shape drops the master references user_id and shop_id (§3.1).
+_CUSTOMERS = (
+    "id serial PRIMARY KEY, first_name text NOT NULL, last_name text NOT NULL, phone text NOT NULL, email text, "
+    "address text, zip_code text, city text, created_at timestamp NOT NULL DEFAULT now(), created_by text"
 )
-"""
-TENANT_CUSTOMERS = """
-CREATE TABLE IF NOT EXISTS customers (
-    id serial PRIMARY KEY,
-    first_name text NOT NULL,
-    last_name text NOT NULL,
-    phone text NOT NULL,
-    email text,
-    address text,
-    zip_code text,
-    city text,
-    created_at timestamp NOT NULL DEFAULT now(),
-    created_by text
-)
-"""
+SHARED_CUSTOMERS = f"CREATE TABLE IF NOT EXISTS customers ({_CUSTOMERS}, user_id integer, shop_id integer DEFAULT 1)"
+TENANT_CUSTOMERS = f"CREATE TABLE IF NOT EXISTS customers ({_CUSTOMERS})"
 
 
 def create_login_role(admin: ConnectionSpec, name: str, password: str) -> None:
