@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import itertools
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,6 +166,22 @@ def landed(world: World, prefix: str) -> set[tuple[str, int, str, int]]:
     return found
 
 
+def writer_backends(world: World) -> list[str]:
+    """The databases the writer holds connections to, one entry per connection."""
+    return sorted(
+        db for (db,) in rows(world.shared, "SELECT datname FROM pg_stat_activity WHERE application_name = 'handyshop-node-writer'")
+    )
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def test_writer_follows_route_across_a_move_and_back_without_losing_or_doubling(world: World, tmp_path: Path) -> None:
     def writes_of(shop: int, target: str, after: int = 0):  # noqa: ANN202 - a predicate factory
         return lambda rec: sum(1 for w in rec.writes[after:] if w["shop"] == shop and w["target"] == target) >= 5
@@ -189,6 +206,9 @@ def test_writer_follows_route_across_a_move_and_back_without_losing_or_doubling(
         guard_tenant(world, MOVING, False)
         after = len(writer.records().writes)
         writer.wait_for("5 writes of the moving shop back on the shared database", writes_of(MOVING, "shared", after))
+        # its connection to the moving shop's tenant is closed: one to the shared database, one to the other tenant
+        expected = sorted([world.shared.dbname, world.tenants[TENANT_ONLY].database])
+        assert wait_until(lambda: writer_backends(world) == expected), writer_backends(world)
         result: WriterResult = writer.stop()
 
     record = result.record
