@@ -11,6 +11,7 @@ set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "fresh_machine.sh: run it as root (debootstrap, chroot and mounts need root)" >&2; exit 2; }
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 root="${1:-$(mktemp -d /tmp/handyshop-fresh.XXXXXX)}"
+chmod 755 "$root"  # it is the new machine's "/" (mktemp makes it 0700: only root could traverse it)
 command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null; }
 
 cleanup() {
