@@ -106,7 +106,10 @@ def apt_install(packages: list[str]) -> None:
     """`apt-get update` then `apt-get install -y` of Debian's packages; one line if that cannot be done."""
     command = f"apt-get update && apt-get install -y {' '.join(packages)}"
     if shutil.which("apt-get") is None:
-        raise SetupFailed(f"missing {', '.join(packages)} and there is no apt-get here: install them, then run {SETUP_COMMAND} again")
+        raise SetupFailed(
+            f"missing {', '.join(packages)}, and no apt-get here to install them: install them by hand, then run "
+            f"{SETUP_COMMAND} again"
+        )
     if os.geteuid() != 0:
         raise SetupFailed(f"missing {', '.join(packages)}: run `{command}` as root (or this script as root)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}

@@ -199,6 +199,20 @@ def test_setup_machine_would_install_chromium_and_node_where_they_are_missing(tm
     assert "setup: would install Debian's chromium nodejs npm" in done.stdout.splitlines()
 
 
+def test_setup_machine_says_in_one_line_what_to_do_where_it_cannot_install(tmp_path: Path) -> None:
+    bare = tmp_path / "bin"  # no apt-get on this PATH
+    bare.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(SETUP_SCRIPT), "--chromium", str(tmp_path / "no-chromium")],
+        env={"PATH": str(bare)}, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"setup: missing chromium, nodejs, npm, and no apt-get here to install them: install them by hand, then run "
+        f"{SETUP_COMMAND} again"
+    ]
+
+
 def test_setup_machine_installs_nothing_on_a_machine_that_has_everything() -> None:
     # After the README's command ran setup_machine, a clean environment finds everything and runs no installer.
     env = {"PATH": "/usr/bin:/bin"}
