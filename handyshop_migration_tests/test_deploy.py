@@ -126,7 +126,10 @@ def test_dagster_yaml_is_the_packaged_copy_and_keeps_storage_on_postgres() -> No
         "dagster.yaml and handyshop_migration/deploy/dagster.yaml must stay identical (dev/demo use the packaged one)"
     )
     config = yaml.safe_load(DAGSTER_YAML.read_text())
-    assert config["storage"] == {"postgres": {"postgres_url": {"env": "DAGSTER_PG_URL"}}}
+    # dagster-postgres's storage with pooled connections in every process (pipeline/storage.py), on the same URL
+    assert config["storage"] == {"custom": {"module": "handyshop_migration.pipeline.storage",
+                                            "class": "PooledPostgresStorage",
+                                            "config": {"postgres_url": {"env": "DAGSTER_PG_URL"}}}}
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
     runs = config["concurrency"]["runs"]
     assert runs["max_concurrent_runs"] >= 1
