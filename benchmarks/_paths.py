@@ -1,0 +1,262 @@
+"""The migration as operators run it, measured from outside: `end_to_end.py --paths daemon,cli` (module `_paths`).
+
+Each path gets a stack of its own (an embedded PostgreSQL 18, durable, holding the shared database, the tenant
+databases and Dagster's storage; a DAGSTER_HOME with the packaged dagster.yaml, or the one `--baseline-yaml`
+names), seeded the same way (`--shops`, `--scale`), and runs only commands an operator runs:
+
+- `daemon`: `handyshop-migration prepare` (phase 0), then `dagster dev` (webserver, daemon, code server): the
+  new_shops_sensor turns every shop into a partition and launches one run each; the queue, the launcher and
+  the pools of dagster.yaml do the rest. Timed from the moment `dagster dev` starts until every shop's
+  lifecycle says verified (polled once a second, one query).
+- `cli`: `handyshop-migration prepare`, then `handyshop-migration migrate --shops all --workers W`, timed
+  from outside as a whole (its start-up included).
+- `daemon-baseline`: `daemon` with `--baseline-yaml` as the instance's dagster.yaml (e.g. main's), so a
+  change of dagster.yaml is measured against what it replaces in the same run.
+
+Afterwards, read from the path's Dagster storage: every shop's per-partition check results (19 tables x 2
+parity checks + tenant_access), all passed; the runs per shop; storage sessions the server counted.
+Paths run one after another in the order given (interleave, e.g. `daemon,cli,daemon-baseline`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import verdict
+
+TARGET_SHOPS = 1_000
+TARGET_RATE = 50.0  # shops per minute: 1,000 shops in 20 minutes
+PARITY_PER_SHOP = 19 * 2
+
+
+def _cli(name: str) -> str:
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else name
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.1f}/{five:.1f}"
+
+
+def _states(source: Any) -> dict[str, int]:
+    with source.connect() as conn:
+        exists = conn.execute("SELECT to_regclass('handyshop_migration.shop_lifecycle') IS NOT NULL").fetchone()
+        if not exists or not exists[0]:
+            return {}
+        rows = conn.execute("SELECT state, count(*) FROM handyshop_migration.shop_lifecycle GROUP BY state").fetchall()
+    return {str(s): int(n) for s, n in rows}
+
+
+def _storage_report(storage: Any, shops: int) -> dict[str, Any]:
+    with storage.connect() as conn:
+        per_partition = conn.execute(
+            "SELECT partition, count(*) FILTER (WHERE execution_status = 'SUCCEEDED'), count(*) "
+            "FROM asset_check_executions WHERE partition IS NOT NULL GROUP BY partition"
+        ).fetchall()
+        parity = conn.execute(
+            "SELECT partition, count(DISTINCT (asset_key, check_name)) FROM asset_check_executions "
+            "WHERE execution_status = 'SUCCEEDED' AND check_name IN ('row_count_parity', 'checksum_parity') "
+            "AND partition IS NOT NULL GROUP BY partition"
+        ).fetchall()
+        runs = conn.execute(
+            "SELECT r.status, count(*) FROM runs r WHERE r.pipeline_name = 'migrate_shop' GROUP BY r.status"
+        ).fetchall()
+    complete = sum(1 for _, n in parity if n == PARITY_PER_SHOP)
+    return {
+        "partitions_with_checks": len(per_partition),
+        "shops_with_all_parity": complete,
+        "failed_check_executions": sum(total - ok for _, ok, total in per_partition),
+        "runs": {str(s): int(n) for s, n in runs},
+        "check_ok": complete == shops,
+    }
+
+
+def _sessions(admin: Any, dbname: str) -> int:
+    with admin.connect(autocommit=True) as conn:
+        row = conn.execute("SELECT sessions FROM pg_stat_database WHERE datname = %s", (dbname,)).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def _prepare(env: dict[str, str], log: Path) -> float:
+    started = time.perf_counter()
+    with log.open("ab") as out:
+        subprocess.run([_cli("handyshop-migration"), "prepare"], env=env, check=True, stdout=out,
+                       stderr=subprocess.STDOUT)
+    return time.perf_counter() - started
+
+
+def run_path(path: str, args: Any, root: Path, baseline_yaml: Path | None) -> dict[str, Any]:
+    """One path on a stack of its own; returns its figures."""
+    from handyshop_migration.devtools.embedded import EmbeddedPostgres
+    from handyshop_migration.devtools.local import STORAGE_DB, LocalStack
+    from handyshop_migration.devtools.seed import ensure_database, seed_database
+
+    home = root / path
+    stack = LocalStack(home)
+    stack.reset()
+    home.mkdir(parents=True)
+    # Room for phase 0's connection budget (2 per shop planned) and the storage's pooled connections.
+    EmbeddedPostgres(home / "pgdata", version=18, durable=True, max_connections=2 * args.shops + 300).start()
+    stack.start()
+    report: dict[str, Any] = {"path": path, "shops": args.shops, "load_before": _load()}
+    try:
+        if path == "daemon-baseline":
+            assert baseline_yaml is not None, "--baseline-yaml is needed for daemon-baseline"
+            shutil.copyfile(baseline_yaml, stack.dagster_home / "dagster.yaml")
+        stack.ensure_storage()
+        source = ensure_database(stack.admin, "handyshop")
+        started = time.perf_counter()
+        seed_database(source, shops=args.shops, scale=args.scale, seed=42)
+        report["seed_seconds"] = time.perf_counter() - started
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
+        env.update(stack.environment())
+        env["HANDYSHOP_ARCHIVE_DIR"] = str(home / "archives")
+        if args.sensor_interval:
+            env["HANDYSHOP_SENSOR_INTERVAL_SECONDS"] = str(args.sensor_interval)
+        log = home / f"{path}.log"
+        report["log"] = str(log)
+        sessions_before = _sessions(stack.admin, STORAGE_DB)
+        report["phase0_seconds"] = _prepare(env, log)
+        if path.startswith("daemon"):
+            report.update(_daemon(env, source, args, log))
+        else:
+            report.update(_migrate(env, args, log))
+        report["storage_sessions"] = _sessions(stack.admin, STORAGE_DB) - sessions_before
+        report["states"] = _states(source)
+        report.update(_storage_report(stack.admin.with_db(STORAGE_DB), args.shops))
+        report["load_after"] = _load()
+    finally:
+        stack.stop()
+        if not args.keep:
+            shutil.rmtree(home, ignore_errors=True)
+    return report
+
+
+def _daemon(env: dict[str, str], source: Any, args: Any, log: Path) -> dict[str, Any]:
+    port = _free_port()
+    command = [sys.executable, "-m", "dagster", "dev", "-m", "handyshop_migration.definitions", "-h", "127.0.0.1",
+               "-p", str(port)]
+    out = log.open("ab")
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    first_verified = None
+    progress: list[tuple[float, int]] = []
+    try:
+        deadline = started + args.timeout
+        while time.perf_counter() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"dagster dev exited with {proc.returncode}; see {log}")
+            states = _states(source)
+            verified = states.get("verified", 0)
+            failed = states.get("copied", 0)
+            now = time.perf_counter() - started
+            if verified and first_verified is None:
+                first_verified = now
+            if not progress or progress[-1][1] != verified:
+                progress.append((now, verified))
+                if verified % max(1, args.shops // 10) == 0:
+                    print(f"   [daemon] {verified}/{args.shops} verified, {now:.0f} s, load {_load()}", flush=True)
+            if verified + failed >= args.shops:
+                break
+            time.sleep(1.0)
+        wall = time.perf_counter() - started
+    finally:
+        import signal
+
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=60)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=30)
+        out.close()
+    return {"wall_seconds": wall, "first_verified_seconds": first_verified or wall, "progress": progress}
+
+
+def _migrate(env: dict[str, str], args: Any, log: Path) -> dict[str, Any]:
+    command = [_cli("handyshop-migration"), "migrate", "--shops", "all"]
+    if args.workers:
+        command += ["--workers", str(args.workers)]
+    started = time.perf_counter()
+    with log.open("ab") as out:
+        result = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=args.timeout)
+    wall = time.perf_counter() - started
+    return {"wall_seconds": wall, "first_verified_seconds": None, "exit_status": result.returncode,
+            "progress": []}
+
+
+def print_path(r: dict[str, Any]) -> None:
+    shops = r["shops"]
+    verified = r["states"].get("verified", 0)
+    rate = verified / r["wall_seconds"] * 60
+    projection = TARGET_SHOPS / rate + r["phase0_seconds"] / 60 if rate else float("inf")
+    print()
+    print(f"== {r['path']}: {shops} shops (load {r['load_before']} before, {r['load_after']} after)")
+    print(f"   seed {r['seed_seconds']:.1f} s, phase 0 (`prepare`, from outside) {r['phase0_seconds']:.1f} s")
+    extra = ""
+    if r["path"].startswith("daemon"):
+        steady = r["progress"]
+        if len(steady) >= 3:
+            (t0, n0), (t1, n1) = steady[len(steady) // 10], steady[-1]
+            if t1 > t0:
+                extra = f"; steady rate (from the {n0}th to the last) {(n1 - n0) / (t1 - t0) * 60:.1f} shops/min"
+        extra = f"; first shop verified after {r['first_verified_seconds']:.1f} s" + extra
+    else:
+        extra = f"; migrate exited {r['exit_status']}"
+    print(f"   {verified}/{shops} verified in {r['wall_seconds']:.1f} s: {rate:.1f} shops/min{extra}")
+    print(f"   projection for {TARGET_SHOPS:,} shops: {projection:.1f} min (phase 0 + {TARGET_SHOPS:,} / rate); "
+          f"target >= {TARGET_RATE:.0f} shops/min  {verdict(rate >= TARGET_RATE)}")
+    print(f"   storage: {r['shops_with_all_parity']}/{shops} partitions hold all {PARITY_PER_SHOP} parity checks, "
+          f"passed ({r['partitions_with_checks']} partitions with checks, {r['failed_check_executions']} not "
+          f"succeeded); migrate_shop runs {r['runs']}; {r['storage_sessions']} storage sessions "
+          f"({r['storage_sessions'] / max(shops, 1):.1f} per shop)")
+    others = {k: v for k, v in r["states"].items() if k != "verified"}
+    if others:
+        print(f"   shops not verified: {others} (log: {r['log']})")
+
+
+def compare(reports: list[dict[str, Any]]) -> None:
+    rates = {r["path"]: r["states"].get("verified", 0) / r["wall_seconds"] * 60 for r in reports}
+    if len(rates) < 2:
+        return
+    print()
+    print("== paths side by side (same run, one after the other)")
+    for path, rate in rates.items():
+        print(f"   {path:<16} {rate:6.1f} shops/min  -> {TARGET_SHOPS / rate if rate else float('inf'):6.1f} min "
+              f"for {TARGET_SHOPS:,} shops (plus phase 0)")
+    if "daemon" in rates and "cli" in rates and rates["cli"]:
+        print(f"   daemon / cli: {rates['daemon'] / rates['cli']:.2f}")
+    if "daemon" in rates and "daemon-baseline" in rates and rates["daemon-baseline"]:
+        print(f"   daemon / daemon-baseline (dagster.yaml change alone): "
+              f"{rates['daemon'] / rates['daemon-baseline']:.2f}x")
+
+
+def main_paths(args: Any, root: Path) -> int:
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
+    baseline = Path(args.baseline_yaml).resolve() if args.baseline_yaml else None
+    reports = []
+    for path in paths:
+        print(f"-- {path}: {args.shops} shops, load {_load()}", flush=True)
+        reports.append(run_path(path, args, root, baseline))
+        print_path(reports[-1])
+    compare(reports)
+    bad = [r for r in reports if not r["check_ok"] or r["states"].get("verified", 0) != r["shops"]]
+    return 1 if bad else 0
