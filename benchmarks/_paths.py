@@ -4,14 +4,16 @@ Each path gets a stack of its own (an embedded PostgreSQL 18, durable, holding t
 databases and Dagster's storage; a DAGSTER_HOME with the packaged dagster.yaml, or the one `--baseline-yaml`
 names), seeded the same way (`--shops`, `--scale`), and runs only commands an operator runs:
 
-- `daemon`: `handyshop-migration prepare` (phase 0), then `dagster dev` (webserver, daemon, code server): the
+- `daemon`: `handyshop-migration prepare` (phase 0), then docker-compose.yml's Dagster services as local
+  processes with their compose commands (code server, webserver, daemon; as test_deploy.py runs them): the
   new_shops_sensor turns every shop into a partition and launches one run each; the queue, the launcher and
-  the pools of dagster.yaml do the rest. Timed from the moment `dagster dev` starts until every shop's
+  the pools of dagster.yaml do the rest. Timed from the moment the services start until every shop's
   lifecycle says verified (polled once a second, one query).
 - `cli`: `handyshop-migration prepare`, then `handyshop-migration migrate --shops all --workers W`, timed
   from outside as a whole (its start-up included).
-- `daemon-baseline`: `daemon` with `--baseline-yaml` as the instance's dagster.yaml (e.g. main's), so a
-  change of dagster.yaml is measured against what it replaces in the same run.
+- `daemon-baseline`: `daemon` with `--baseline-yaml` as the instance's dagster.yaml (e.g. main's) and main's
+  code server command (`dagster code-server start`), so the deployment's changes are measured against what
+  they replace in the same run.
 
 Afterwards, read from the path's Dagster storage: every shop's per-partition check results (19 tables x 2
 parity checks + tenant_access), all passed; the runs per shop; storage sessions the server counted.
@@ -133,7 +135,7 @@ def run_path(path: str, args: Any, root: Path, baseline_yaml: Path | None) -> di
         sessions_before = _sessions(stack.admin, STORAGE_DB)
         report["phase0_seconds"] = _prepare(env, log)
         if path.startswith("daemon"):
-            report.update(_daemon(env, source, args, log))
+            report.update(_daemon(env, source, args, log, baseline=path == "daemon-baseline"))
         else:
             report.update(_migrate(env, args, log))
         report["storage_sessions"] = _sessions(stack.admin, STORAGE_DB) - sessions_before
@@ -147,20 +149,51 @@ def run_path(path: str, args: Any, root: Path, baseline_yaml: Path | None) -> di
     return report
 
 
-def _daemon(env: dict[str, str], source: Any, args: Any, log: Path) -> dict[str, Any]:
-    port = _free_port()
-    command = [sys.executable, "-m", "dagster", "dev", "-m", "handyshop_migration.definitions", "-h", "127.0.0.1",
-               "-p", str(port)]
+COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.yml"
+WORKSPACE = "deploy/workspace.docker.yaml"
+# main's user-code command before the forking code server (what daemon-baseline runs)
+BASELINE_CODE_SERVER = ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", "-m",
+                        "handyshop_migration.definitions", "--location-name", "handyshop_migration"]
+
+
+def _local(command: list[str], port: int | None) -> list[str]:
+    """A compose command on 127.0.0.1 (and `port`), with this virtualenv's executables."""
+    out = [str(a) for a in command]
+    for i, arg in enumerate(out[:-1]):
+        if arg in ("-h", "--host") and out[i + 1] == "0.0.0.0":
+            out[i + 1] = "127.0.0.1"
+        elif arg in ("-p", "--port") and port is not None:
+            out[i + 1] = str(port)
+    out[0] = _cli(out[0]) if out[0] != "python" else sys.executable
+    return out
+
+
+def _daemon(env: dict[str, str], source: Any, args: Any, log: Path, baseline: bool = False) -> dict[str, Any]:
+    """docker-compose.yml's three Dagster services as local processes (their own commands, compose's
+    environment values), as test_deploy.py runs them; timed from the code server's start."""
+    import signal
+
+    import yaml
+
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    code_port, web_port = _free_port(), _free_port()
+    env = {**env, "DAGSTER_CODE_SERVER_HOST": "127.0.0.1", "DAGSTER_CODE_SERVER_PORT": str(code_port)}
+    code = BASELINE_CODE_SERVER if baseline else services["user-code"]["command"]
+    commands = [_local(code, code_port), _local(services["dagster-webserver"]["command"], web_port),
+                _local(services["dagster-daemon"]["command"], None)]
     out = log.open("ab")
+    repo = COMPOSE.parent
     started = time.perf_counter()
-    proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    procs = [subprocess.Popen(c, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=repo, start_new_session=True)
+             for c in commands]
     first_verified = None
     progress: list[tuple[float, int]] = []
     try:
         deadline = started + args.timeout
         while time.perf_counter() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"dagster dev exited with {proc.returncode}; see {log}")
+            dead = [p for p in procs if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"a Dagster service exited with {dead[0].returncode}; see {log}")
             states = _states(source)
             verified = states.get("verified", 0)
             failed = states.get("copied", 0)
@@ -176,17 +209,16 @@ def _daemon(env: dict[str, str], source: Any, args: Any, log: Path) -> dict[str,
             time.sleep(1.0)
         wall = time.perf_counter() - started
     finally:
-        import signal
-
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=60)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+        for p in reversed(procs):  # daemon and webserver first: they hold connections to the code server
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=30)
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(timeout=60)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(timeout=30)
         out.close()
     return {"wall_seconds": wall, "first_verified_seconds": first_verified or wall, "progress": progress}
 
