@@ -108,6 +108,8 @@ def run_path(path: str, args: Any, root: Path, baseline_yaml: Path | None) -> di
     from handyshop_migration.devtools.local import STORAGE_DB, LocalStack
     from handyshop_migration.devtools.seed import ensure_database, seed_database
 
+    if path == "daemon-baseline" and args.baseline_shops:
+        args = type(args)(**{**vars(args), "shops": args.baseline_shops})
     home = root / path
     stack = LocalStack(home)
     stack.reset()
