@@ -166,4 +166,8 @@ def build_resources(environ: dict[str, str] | None = None) -> dict[str, Any]:
         migrations_dir=env.get(settings.TENANT_MIGRATIONS, ""),
     )
     migration = MigrationResource.configure_at_launch(source=source, encryption=encryption, tenant_server=tenant_server)
-    return {"source": source, "encryption": encryption, "tenant_server": tenant_server, "migration": migration}
+    from handyshop_migration.pipeline.background import SourceBackupResource
+
+    backup_runner = SourceBackupResource.configure_at_launch(source=source)
+    return {"source": source, "encryption": encryption, "tenant_server": tenant_server, "migration": migration,
+            "backup_runner": backup_runner}
