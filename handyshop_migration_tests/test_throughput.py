@@ -230,3 +230,49 @@ def _wait(probe, timeout: float, what: str):  # type: ignore[no-untyped-def]
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def test_new_shops_sensor_takes_a_batch_per_tick_and_the_next_tick_the_rest(
+    pg_stack: PgStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from handyshop_migration.definitions import build_definitions
+    from handyshop_migration.devtools.seed import add_shop
+    from handyshop_migration.pipeline import sensors
+
+    monkeypatch.setattr(sensors, "MAX_NEW_SHOPS_PER_TICK", 2)  # the batch size, small enough for a test
+    for k, v in pg_stack.env.items():
+        monkeypatch.setenv(k, v)
+    defs = build_definitions(environ=dict(os.environ))
+    sensor = defs.resolve_sensor_def("new_shops_sensor")
+    added = [add_shop(pg_stack.source, name=f"Batch {i}", seed=20 + i, scale=0.03) for i in range(3)]
+    with _instance(pg_stack) as instance:
+        if not instance.fetch_materializations(dg.AssetKey("source_validation"), limit=1).records:
+            pg_stack.run(["prepare"])  # the sensor waits for phase 0
+
+        def tick(cursor: str | None) -> dg.SensorExecutionData:
+            with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                         resources=defs.resources, instance_ref=instance.get_ref()) as ctx:
+                data = sensor.evaluate_tick(ctx)
+            for req in data.dynamic_partitions_requests or []:  # what the daemon applies
+                instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+            return data
+
+        unknown = sorted(int(s) for s in _all_shop_ids(pg_stack) if str(s) not in
+                         set(instance.get_dynamic_partitions("shops")))
+        assert set(added) <= set(unknown)
+        requested: list[int] = []
+        cursor = None
+        for _ in range(len(unknown) // 2 + 2):
+            data = tick(cursor)
+            batch = [int(r.partition_key) for r in data.run_requests]
+            assert len(batch) <= 2 and batch == sorted(batch)
+            requested += batch
+            cursor = data.cursor
+            if not batch:
+                break
+        assert requested == unknown  # every new shop exactly once, lowest ids first
+
+
+def _all_shop_ids(stack: PgStack) -> list[int]:
+    with stack.source.connect() as conn:
+        return [int(i) for (i,) in conn.execute("SELECT id FROM shops WHERE id NOT IN (0, 1682)").fetchall()]
