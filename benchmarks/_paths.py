@@ -186,8 +186,18 @@ def _daemon(env: dict[str, str], source: Any, args: Any, log: Path, baseline: bo
     out = log.open("ab")
     repo = COMPOSE.parent
     started = time.perf_counter()
-    procs = [subprocess.Popen(c, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=repo, start_new_session=True)
-             for c in commands]
+    def start(command: list[str]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=repo,
+                                start_new_session=True)
+
+    # compose's order: the code server healthy first (its healthcheck), then the webserver and the daemon
+    procs = [start(commands[0])]
+    health = [_cli("dagster"), "api", "grpc-health-check", "-h", "127.0.0.1", "-p", str(code_port)]
+    while subprocess.run(health, env=env, capture_output=True).returncode != 0:
+        if procs[0].poll() is not None or time.perf_counter() - started > 120:
+            raise RuntimeError(f"the code server did not become healthy; see {log}")
+        time.sleep(0.5)
+    procs += [start(c) for c in commands[1:]]
     first_verified = None
     progress: list[tuple[float, int]] = []
     try:
