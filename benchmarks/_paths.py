@@ -11,6 +11,7 @@ names), seeded the same way (`--shops`, `--scale`), and runs only commands an op
   lifecycle says verified (polled once a second, one query).
 - `cli`: `handyshop-migration prepare`, then `handyshop-migration migrate --shops all --workers W`, timed
   from outside as a whole (its start-up included).
+- `daemon-alt`: `daemon` with `--alt-yaml` as dagster.yaml (a candidate setting measured beside the shipped one).
 - `daemon-baseline`: `daemon` with `--baseline-yaml` as the instance's dagster.yaml (e.g. main's) and main's
   code server command (`dagster code-server start`), so the deployment's changes are measured against what
   they replace in the same run.
@@ -122,6 +123,9 @@ def run_path(path: str, args: Any, root: Path, baseline_yaml: Path | None) -> di
         if path == "daemon-baseline":
             assert baseline_yaml is not None, "--baseline-yaml is needed for daemon-baseline"
             shutil.copyfile(baseline_yaml, stack.dagster_home / "dagster.yaml")
+        elif path == "daemon-alt":
+            assert args.alt_yaml, "--alt-yaml is needed for daemon-alt"
+            shutil.copyfile(args.alt_yaml, stack.dagster_home / "dagster.yaml")
         stack.ensure_storage()
         source = ensure_database(stack.admin, "handyshop")
         started = time.perf_counter()

@@ -587,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
                         "then `dagster dev` and new_shops_sensor), cli (prepare, then `migrate --shops all --workers W`), "
                         "daemon-baseline (daemon with --baseline-yaml); e.g. --paths daemon,cli")
     parser.add_argument("--baseline-yaml", default="", help="dagster.yaml of the daemon-baseline path (e.g. main's)")
+    parser.add_argument("--alt-yaml", default="", help="dagster.yaml of the daemon-alt path (a candidate setting)")
     parser.add_argument("--baseline-shops", type=int, default=0,
                         help="shops of the daemon-baseline path (default --shops; it is slow: ~4 shops/min)")
     parser.add_argument("--sensor-interval", type=int, default=0,
