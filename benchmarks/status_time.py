@@ -48,6 +48,7 @@ print(table(("shop", "phase", "state", "route", "rows", "last error", "last run"
 def populate(env: dict[str, str], source: object, shops: int, runs_per_shop: int) -> float:
     import dagster as dg
     from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+    from dagster._core.utils import make_new_run_id
 
     from handyshop_migration.tenancy.lifecycle import Lifecycle
 
@@ -70,7 +71,7 @@ def populate(env: dict[str, str], source: object, shops: int, runs_per_shop: int
         for k in keys:
             for i in range(runs_per_shop):
                 run = DagsterRun(job_name="migrate_shop" if i == 0 else "sync_shop",
-                                 run_id=dg.make_new_run_id(), tags={"dagster/partition": k},
+                                 run_id=make_new_run_id(), tags={"dagster/partition": k},
                                  status=DagsterRunStatus.SUCCESS)
                 instance.add_run(run)
     return time.perf_counter() - started
