@@ -56,6 +56,35 @@ def _load() -> str:
     return f"{one:.1f}/{five:.1f}"
 
 
+def _cpu_of_sessions(sids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system, with reaped children) of every live process in each session, by name."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {name: 0.0 for name in sids}
+    by_sid = {sid: name for name, sid in sids.items()}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = by_sid.get(int(fields[3]))  # session id
+        if name is not None:
+            out[name] += sum(int(x) for x in fields[11:15]) / ticks  # utime stime cutime cstime
+    return out
+
+
+def _postgres_cpu(pgdata: Path) -> float:
+    """CPU seconds of the server: the postmaster with its reaped backends, plus the live ones."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+        sid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[3])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return _cpu_of_sessions({"postgres": sid})["postgres"]
+
+
 def _states(source: Any) -> dict[str, int]:
     with source.connect() as conn:
         exists = conn.execute("SELECT to_regclass('handyshop_migration.shop_lifecycle') IS NOT NULL").fetchone()
@@ -140,6 +169,8 @@ def run_path(path: str, args: Any, root: Path, baseline_yaml: Path | None) -> di
         report["log"] = str(log)
         sessions_before = _sessions(stack.admin, STORAGE_DB)
         report["phase0_seconds"] = _prepare(env, log)
+        args.pgdata = home / "pgdata"
+        args.pg_cpu_before = _postgres_cpu(args.pgdata)
         if path.startswith("daemon"):
             report.update(_daemon(env, source, args, log, baseline=path == "daemon-baseline"))
         else:
@@ -224,6 +255,9 @@ def _daemon(env: dict[str, str], source: Any, args: Any, log: Path, baseline: bo
                 break
             time.sleep(1.0)
         wall = time.perf_counter() - started
+        cpu = _cpu_of_sessions({name: p.pid for name, p in zip(("code server and runs", "webserver", "daemon"),
+                                                                procs, strict=False)})
+        cpu["postgres (whole server)"] = _postgres_cpu(args.pgdata) - args.pg_cpu_before
     finally:
         for p in reversed(procs):  # daemon and webserver first: they hold connections to the code server
             try:
@@ -236,7 +270,8 @@ def _daemon(env: dict[str, str], source: Any, args: Any, log: Path, baseline: bo
                     pass
                 p.wait(timeout=30)
         out.close()
-    return {"wall_seconds": wall, "first_verified_seconds": first_verified or wall, "progress": progress}
+    return {"wall_seconds": wall, "first_verified_seconds": first_verified or wall, "progress": progress,
+            "cpu": cpu}
 
 
 def _migrate(env: dict[str, str], args: Any, log: Path) -> dict[str, Any]:
@@ -245,10 +280,14 @@ def _migrate(env: dict[str, str], args: Any, log: Path) -> dict[str, Any]:
         command += ["--workers", str(args.workers)]
     started = time.perf_counter()
     with log.open("ab") as out:
-        result = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=args.timeout)
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
-    return {"wall_seconds": wall, "first_verified_seconds": None, "exit_status": result.returncode,
-            "progress": []}
+    cpu = {"migrate and its workers": usage.ru_utime + usage.ru_stime,
+           "postgres (whole server)": _postgres_cpu(args.pgdata) - args.pg_cpu_before}
+    return {"wall_seconds": wall, "first_verified_seconds": None, "exit_status": proc.returncode,
+            "progress": [], "cpu": cpu}
 
 
 def print_path(r: dict[str, Any]) -> None:
@@ -276,6 +315,12 @@ def print_path(r: dict[str, Any]) -> None:
           f"passed ({r['partitions_with_checks']} partitions with checks, {r['failed_check_executions']} not "
           f"succeeded); migrate_shop runs {r['runs']}; {r['storage_sessions']} storage sessions "
           f"({r['storage_sessions'] / max(shops, 1):.1f} per shop)")
+    cpu = r.get("cpu") or {}
+    if cpu:
+        total = sum(cpu.values())
+        print(f"   CPU per shop: {total / max(verified, 1):.2f} s in all = "
+              + ", ".join(f"{k} {v / max(verified, 1):.2f}" for k, v in cpu.items())
+              + f" (2 cores give {2 * r['wall_seconds'] / max(verified, 1):.2f} core-seconds per shop at this rate)")
     others = {k: v for k, v in r["states"].items() if k != "verified"}
     if others:
         print(f"   shops not verified: {others} (log: {r['log']})")
