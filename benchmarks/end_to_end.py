@@ -443,8 +443,8 @@ def run_variant(storage: str, args: argparse.Namespace, root: Path) -> dict[str,
 
             # -- every shop's checks stored per partition --------------------------------------------------
             by_shop = {r["shop"]: r for r in results}
-            by_shop[shop_ids[-2]] = {"checks": len(outcome.run.checks)}
-            by_shop[shop_ids[-1]] = {"checks": len(profiled.run.checks)}
+            by_shop[shop_ids[-2]] = {"checks": sum(len(r.checks) for r in outcome.runs)}
+            by_shop[shop_ids[-1]] = {"checks": sum(len(r.checks) for r in profiled.runs)}
             missing: list[str] = []
             for shop in shop_ids:
                 stored = check_results(instance, defs, shop)
