@@ -21,7 +21,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-PRELOAD = ("dagster", "handyshop_migration.definitions")
+# The last one freezes what the first two loaded (pipeline/warm.py).
+PRELOAD = ("dagster", "handyshop_migration.definitions", "handyshop_migration.pipeline.warm")
 
 
 def forking_server_class() -> type:

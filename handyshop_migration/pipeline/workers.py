@@ -45,6 +45,9 @@ def _worker(tasks: Any, results: Any, through: int, confirm_retirement: bool, da
     lifecycle = Lifecycle(ConnectionSpec.from_url(os.environ[settings.SOURCE_URL], name=settings.SOURCE_URL))
     with dg.DagsterInstance.get() as instance:
         prepare_instance(instance, reap=False)  # the parent reaped dead runs once, before starting the workers
+        from handyshop_migration.pipeline.warm import freeze
+
+        freeze()  # importing it froze what was loaded then; this freezes the definitions and instance too
         while (shop := tasks.get()) is not None:
             try:
                 outcome = advance(defs, instance, lifecycle, shop, through, confirm_retirement=confirm_retirement,
