@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.engine.catalog import Catalog, introspect
+from handyshop_migration.tenancy.engine.catalog import Catalog
+from handyshop_migration.tenancy.engine.introspection import introspect
 from handyshop_migration.tenancy.engine.tenant_schema import render
 from handyshop_migration.tenancy.errors import CatalogError
 from handyshop_migration_tests.support.schemas import exotic

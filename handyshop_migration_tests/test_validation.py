@@ -7,7 +7,8 @@ from psycopg import sql
 
 from handyshop_migration.devtools.seed import GLOBAL_SHOP_IDS, TENANT_TABLES, SeedReport, seed_database
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.engine.catalog import Catalog, introspect
+from handyshop_migration.tenancy.engine.catalog import Catalog
+from handyshop_migration.tenancy.engine.introspection import introspect
 from handyshop_migration.tenancy.engine.validation import MAX_IDS, ValidationReport, validate_source
 from handyshop_migration.tenancy.errors import ConfigurationError
 from handyshop_migration_tests.support.databases import rows

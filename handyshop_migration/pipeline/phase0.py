@@ -16,7 +16,8 @@ from handyshop_migration import settings
 from handyshop_migration.pipeline.resources import SourceDatabase
 from handyshop_migration.pipeline.runner import init_source_pool
 from handyshop_migration.tenancy.engine.backup import backup_source
-from handyshop_migration.tenancy.engine.catalog import Catalog, introspect
+from handyshop_migration.tenancy.engine.catalog import Catalog
+from handyshop_migration.tenancy.engine.introspection import introspect_like
 from handyshop_migration.tenancy.engine.validation import validate_source
 
 GROUP = "phase0_preparation"
@@ -68,7 +69,7 @@ def build_phase0(catalog: Catalog) -> list[dg.AssetsDefinition]:
         ],
     )
     def source_catalog(context: dg.AssetExecutionContext, source: SourceDatabase) -> Iterator[object]:
-        live = introspect(source.spec(), tenant_column=catalog.tenant_column, include=catalog.table_names)
+        live = introspect_like(source.spec(), catalog)
         changed = _catalog_diff(catalog, live)
         yield dg.MaterializeResult(
             metadata={
