@@ -49,7 +49,7 @@ class Migration:
 def _migration(pg_server: ConnectionSpec, prefix: str, **seed_args: object) -> Iterator[Migration]:
     source = create_database(pg_server, prefix)
     report = seed_database(source, **seed_args)  # type: ignore[arg-type]
-    catalog = introspect(source, include=TENANT_TABLES)
+    catalog = introspect(source, include=TENANT_TABLES, users_table="users")
     registry = ConnectionRegistry(source, CredentialCipher(generate_key()))
     registry.ensure_schema()
     ns = unique_namespace()

@@ -18,7 +18,7 @@ SMALL = {"shops": 5, "scale": 0.05}
 
 def seeded(spec: ConnectionSpec, *, planted: bool) -> tuple[SeedReport, Catalog]:
     report = seed_database(spec, **SMALL, cross_shop_reference=planted, orphan_rows=planted)
-    catalog = introspect(spec, exclude=("users",))
+    catalog = introspect(spec, exclude=("users",), users_table="users")
     assert sorted(catalog.table_names) == sorted(TENANT_TABLES)
     return report, catalog
 
@@ -158,7 +158,7 @@ def test_composite_keys_and_text_ids(fresh_db: ConnectionSpec) -> None:
             INSERT INTO kit_items VALUES (10, 1, 'A'), (11, NULL, 'B'), (12, 2, 'B');
             """
         )
-    catalog = introspect(fresh_db, exclude=("users",))
+    catalog = introspect(fresh_db, exclude=("users",), users_table="users")
     report = validate_source(fresh_db, catalog)
     [cross] = report.by_check("cross_shop_references")
     assert (cross.table, cross.ids, cross.shop_ids) == ("kit_items", (11,), (2,))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 
 from handyshop_migration import settings
@@ -12,11 +13,16 @@ from handyshop_migration.tenancy.errors import ConfigurationError
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    preflight()
+    source = preflight()
     quiet_dagster()
     from handyshop_migration.definitions import build_definitions
+    from handyshop_migration.tenancy.engine.catalog import load_catalog
 
-    ok, _ = run_phase0(build_definitions(), dagster_instance())
+    catalog = load_catalog(os.environ.get(settings.CATALOG) or None)
+    planned = None
+    if args.shops != "all":
+        planned = parse_shops(args.shops, list(shop_names(source, catalog)))
+    ok, _ = run_phase0(build_definitions(catalog), dagster_instance(), planned)
     return 0 if ok else 1
 
 
@@ -41,14 +47,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from handyshop_migration.definitions import build_definitions
     from handyshop_migration.pipeline.gates import VALIDATION
     from handyshop_migration.pipeline.runner import migrate_shops
+    from handyshop_migration.tenancy.engine.catalog import load_catalog
 
-    names = shop_names(source)
+    catalog = load_catalog(os.environ.get(settings.CATALOG) or None)
+    names = shop_names(source, catalog)
     global_ids = set(settings.global_shop_ids())
     shops = parse_shops(args.shops, [s for s in names if s not in global_ids])
     instance = dagster_instance()
-    defs = build_definitions()
+    defs = build_definitions(catalog)
     if not instance.fetch_materializations(VALIDATION, limit=1).records:
-        run_phase0(defs, instance)
+        run_phase0(defs, instance, shops)
     if args.through_phase == 5 and not args.confirm_retirement:
         raise ConfigurationError(
             "--through-phase 5 deletes the shops' rows from the shared database (after archiving them): "

@@ -23,7 +23,7 @@ from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.engine import capture
 from handyshop_migration.tenancy.engine.catalog import Catalog
 from handyshop_migration.tenancy.engine.copy import SourceSnapshot
-from handyshop_migration.tenancy.engine.migrations import Migration, tenant_migrations
+from handyshop_migration.tenancy.engine.migrations import Migration, shop_migrations, tenant_migrations
 from handyshop_migration.tenancy.engine.provisioning import Provisioner, TenantNaming
 from handyshop_migration.tenancy.names import DEFAULT_DATABASE_PATTERN, DEFAULT_ROLE_PATTERN
 from handyshop_migration.tenancy.secrets import Secret
@@ -170,6 +170,7 @@ class TenantServer(dg.ConfigurableResource):
                 self.migrations(catalog),
                 naming=self.naming(),
                 global_shop_ids=tuple(self.source.global_shop_ids),
+                shop_migrations=lambda shop: shop_migrations(catalog, shop),
             )
         return self._provisioner
 

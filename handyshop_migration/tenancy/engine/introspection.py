@@ -288,6 +288,7 @@ def introspect(
     """Read the tenant tables of `source` (tables having `tenant_column`, or exactly `include`), the table
     listing the tenants (found from the foreign keys on the tenant column when not given), and every
     function, view, trigger, policy and extension the tenant databases need."""
+    source.connect().close()  # an unreachable server: our one-line ConnectionFailed, not SQLAlchemy's
     url = source.sqlalchemy_url("psycopg").reveal()
     # SQLAlchemy does not know composite types ("Did not recognize type"); their exact text comes from
     # format_type() below, so the warning says nothing useful here.

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
@@ -37,6 +37,7 @@ from handyshop_migration.tenancy.engine.migrations import (
     apply_migrations,
     check,
     fingerprint,
+    with_shop,
 )
 from handyshop_migration.tenancy.errors import ProvisioningError
 from handyshop_migration.tenancy.names import (
@@ -138,6 +139,8 @@ class Provisioner:
     tenant_host: str | None = None
     tenant_port: int | None = None
     global_shop_ids: tuple[int, ...] = DEFAULT_GLOBAL_SHOP_IDS
+    # a shop's own migrations (objects of that tenant only), applied after the template's
+    shop_migrations: Callable[[int], Sequence[Migration]] | None = None
     _conn: psycopg.Connection | None = field(default=None, init=False, repr=False)
     _template: str | None = field(default=None, init=False, repr=False)
 
@@ -268,19 +271,20 @@ class Provisioner:
                 "GRANT CONNECT ON DATABASE {db} TO CURRENT_USER"
             ).format(db=sql.Identifier(db), role=sql.Identifier(role))
         )
+        migrations = with_shop(self.migrations, self.shop_migrations(shop_id) if self.shop_migrations else ())
         with self.admin.with_db(db).connect() as tconn:
             if created_db:
                 # Built from the template: verify what it recorded instead of re-running anything.
                 recorded = applied_migrations(tconn)
-                pending = check(recorded, self.migrations, db)
+                pending = check(recorded, migrations, db)
                 tconn.rollback()
                 report = (
-                    apply_migrations(tconn, self.migrations)
+                    apply_migrations(tconn, migrations)
                     if pending
                     else MigrationReport((), tuple(recorded), 0.0)
                 )
             else:
-                report = apply_migrations(tconn, self.migrations)
+                report = apply_migrations(tconn, migrations)
             self._grant(tconn, role)
         if creds.status in ("provisioning", "failed"):
             self.registry.set_status(shop_id, "provisioned")

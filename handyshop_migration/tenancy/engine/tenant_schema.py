@@ -103,6 +103,7 @@ class TenantSchema:
     shop_objects: dict[int, tuple[str, ...]] = field(default_factory=dict)  # statements of one tenant only
     materialized_views: tuple[str, ...] = ()  # qualified names, refreshed after a copy
     shop_materialized_views: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    triggered_tables: frozenset[str] = frozenset()  # tables that get triggers of the source
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -147,6 +148,10 @@ class TenantSchema:
         if not statements:
             return ""
         return ";\n".join(self._header() + list(statements)) + ";\n"
+
+    def has_triggers(self, table: str) -> bool:
+        """Whether the tenant schema gives `table` triggers of the source (then a load runs in replica mode)."""
+        return table in self.triggered_tables
 
     def refresh_targets(self, shop_id: int) -> tuple[str, ...]:
         """Materialized views to refresh in `shop_id`'s database after its rows are in."""
@@ -333,7 +338,9 @@ def _render_table(
     fks = [f for f in (_foreign_key(table, fk, catalog, found) for fk in table.foreign_keys) if f is not None]
     for fk in table.external_foreign_keys:
         if set(fk.columns) == {tenant}:
-            continue  # the reference to the tenants' table goes with the tenant column
+            found.add(f"foreign key {fk.name} on {table.name}", "left out",
+                      f"the reference to the tenants table {fk.ref_table} goes with the tenant column {tenant}")
+            continue
         found.add(
             f"foreign key {fk.name} on {table.name}",
             "left out",
@@ -608,6 +615,7 @@ def render(catalog: Catalog) -> TenantSchema:
         shop_objects={k: tuple(v) for k, v in sorted(shop.items())},
         materialized_views=tuple(matviews),
         shop_materialized_views={k: tuple(v) for k, v in sorted(shop_matviews.items())},
+        triggered_tables=frozenset(o.table for o in objs.emit(("trigger",)) if o.table),
     )
 
 

@@ -99,9 +99,16 @@ CREATE MATERIALIZED VIEW rentals_per_film AS
   SELECT r.branch_no, r.film_id, count(*) AS n FROM rental r GROUP BY r.branch_no, r.film_id;
 CREATE UNIQUE INDEX rentals_per_film_key ON rentals_per_film (branch_no, film_id);
 
-ALTER TABLE film ENABLE ROW LEVEL SECURITY;
-CREATE POLICY film_branch_isolation ON film USING (branch_no = current_setting('app.branch', true)::integer);
-CREATE POLICY film_not_adult ON film FOR SELECT USING (rating IS DISTINCT FROM 'NC-17');
+CREATE TABLE staff_note (
+    branch_no integer NOT NULL,
+    note_id serial,
+    body text NOT NULL,
+    private boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (branch_no, note_id)
+);
+ALTER TABLE staff_note ENABLE ROW LEVEL SECURITY;
+CREATE POLICY note_branch_isolation ON staff_note USING (branch_no = current_setting('app.branch', true)::integer);
+CREATE POLICY note_not_private ON staff_note FOR SELECT USING (NOT private);
 
 CREATE FUNCTION log_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -116,12 +123,15 @@ INSERT INTO film (branch_no, title, rating, release_year, description, embedding
 SELECT b, 'Film ' || b || '-' || i || ' ü', (ARRAY['G','PG','R','ü18']::rating[])[1 + i % 4], 2000 + i,
        'Beschreibung ' || i, ('[' || i || ',0,1]')::vector, timestamp '2025-01-02 03:04:05'
   FROM generate_series(1, 3) b, generate_series(1, 6) i;
+INSERT INTO staff_note (branch_no, body, private) SELECT b, 'Notiz ' || i, i = 1
+  FROM generate_series(1, 3) b, generate_series(1, 3) i;
 INSERT INTO rental (branch_no, film_id, price, rented_at)
 SELECT f.branch_no, f.film_id, ROW(2.99, 'EUR')::money_pair, timestamp '2025-02-01' + f.film_id * interval '1 hour'
   FROM film f, generate_series(1, 2) n;
+REFRESH MATERIALIZED VIEW rentals_per_film;
 """
 
-TENANT_TABLES = ("film", "rental", "film_request")
+TENANT_TABLES = ("film", "rental", "film_request", "staff_note")
 
 
 def create(conn: psycopg.Connection) -> None:
