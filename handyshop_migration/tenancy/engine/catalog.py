@@ -278,6 +278,9 @@ class SchemaObject:
 
     @property
     def key(self) -> str:
+        """Unique within a catalog: triggers, policies and indexes are named per table."""
+        if self.table and self.kind in ("trigger", "policy", "index"):
+            return f"{self.kind}:{self.schema}.{self.table}.{self.name}"
         return f"{self.kind}:{self.schema}.{self.name}"
 
     @property

@@ -390,6 +390,8 @@ def refresh_materialized_views(tenant: psycopg.Connection, schema: TenantSchema,
         with tenant.transaction():
             for name in targets:
                 tenant.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.SQL(name)))
+        if tenant.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+            tenant.commit()  # the block above was a savepoint inside the caller's (read-only) transaction
     return targets
 
 

@@ -36,6 +36,7 @@ every tenant database. Objects of one tenant only are a second text per shop (`s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -381,6 +382,11 @@ def _comment(o: SchemaObject) -> str | None:
     return _text(sql.SQL("COMMENT ON {} IS {}").format(target, sql.Literal(o.comment)))
 
 
+def _names(text: str, name: str) -> bool:
+    """Whether SQL text names `name` as a word (quoted or not)."""
+    return re.search(rf'(?<![\w$"."]){re.escape(name)}(?![\w$"])|"{re.escape(name)}"', text) is not None
+
+
 def _order(objects: list[SchemaObject], deps: dict[str, set[str]]) -> list[SchemaObject]:
     """Dependencies first (among `objects`), otherwise in catalog order."""
     keys = {o.key for o in objects}
@@ -409,6 +415,7 @@ class _Objects:
         self.relations = {
             f"{o.schema}.{o.name}": o.key for o in catalog.objects if o.kind in ("view", "materialized view")
         }
+        self.shared_names = {t.name for t in catalog.shared_tables} | set(catalog.master_tables)
         self.left: dict[str, str] = {}  # key -> why
         self.only: dict[str, int] = {}  # key -> the tenant it belongs to
         self.text: dict[str, str] = {}  # key -> statement(s) creating it
@@ -447,6 +454,15 @@ class _Objects:
             self.leave(o, why)
         else:
             self.text[o.key] = o.definition.strip().rstrip(";")
+            body = o.definition.split("$", 1)[-1] if o.kind != "aggregate" else ""
+            named = sorted(t for t in self.shared_names if _names(body, t))
+            if named:
+                self.found.add(
+                    o.label,
+                    "carried, reads a shared table",
+                    f"its body names {', '.join(named)}, which stays in the shared database: it fails when called "
+                    "in a tenant database until that table is there too",
+                )
             if o.tenant_references:
                 self.found.add(
                     o.label,
