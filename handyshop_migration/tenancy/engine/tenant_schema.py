@@ -382,6 +382,10 @@ def _comment(o: SchemaObject) -> str | None:
     return _text(sql.SQL("COMMENT ON {} IS {}").format(target, sql.Literal(o.comment)))
 
 
+def _stay(names: list[str]) -> str:
+    return "which stays in the shared database" if len(names) == 1 else "which stay in the shared database"
+
+
 def _names(text: str, name: str) -> bool:
     """Whether SQL text names `name` as a word (quoted or not)."""
     return re.search(rf'(?<![\w$"."]){re.escape(name)}(?![\w$"])|"{re.escape(name)}"', text) is not None
@@ -449,7 +453,7 @@ class _Objects:
         if o.options and o.options[0].startswith("unrendered="):
             self.leave(o, o.options[0].split("=", 1)[1])
         elif shared:
-            self.leave(o, f"its signature or body needs {', '.join(shared)}, which stays in the shared database")
+            self.leave(o, f"its signature or body needs {', '.join(shared)}, {_stay(shared)}")
         elif (why := self.missing_dependency(o)) is not None:
             self.leave(o, why)
         else:
@@ -460,8 +464,8 @@ class _Objects:
                 self.found.add(
                     o.label,
                     "carried, reads a shared table",
-                    f"its body names {', '.join(named)}, which stays in the shared database: it fails when called "
-                    "in a tenant database until that table is there too",
+                    f"its body names {', '.join(named)}, {_stay(named)}: it fails when called in a tenant "
+                    "database until it is there too",
                 )
             if o.tenant_references:
                 self.found.add(
@@ -474,7 +478,7 @@ class _Objects:
     def view(self, o: SchemaObject) -> None:
         shared = [r for r in o.reads if r not in self.tables and r not in self.relations]
         if shared:
-            return self.leave(o, f"reads {', '.join(shared)}, which stays in the shared database")
+            return self.leave(o, f"reads {', '.join(shared)}, {_stay(shared)}")
         if (why := self.missing_dependency(o)) is not None:
             return self.leave(o, why)
         query = o.definition.strip().rstrip(";")
