@@ -132,9 +132,9 @@ class Breakdown:
         self._patch(psycopg, "connect", psycopg.Connection.connect)
 
     def install(self) -> None:
-        for method in ("register", "find", "set_status"):
-            self.outer(ConnectionRegistry, method, "registry (find, register, set_status)")
-        self.outer(Provisioner, "_grant", "grants inside the tenant database")
+        for method in ("register", "find"):
+            self.outer(ConnectionRegistry, method, "registry (find, register)")
+        self.outer(provisioning_module, "_grant_application", "grants inside the tenant database")
         # provision() calls these through its own module's namespace
         for name in ("applied_migrations", "check"):
             self.outer(provisioning_module, name, "schema check (recorded migrations)")
@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         registry = ConnectionRegistry(control, CredentialCipher(generate_key()), schema=prefix + "registry")
         registry.ensure_schema()
         naming = TenantNaming(
-            database=prefix + "shop_{id}_db", role=prefix + "shop_user_{id}", template=prefix + "template_{fingerprint}"
+            database=prefix + "shop_{id}_db", role=prefix + "shop_user_{id}", owner=prefix + "shop_owner_{id}",
+            template=prefix + "template_{fingerprint}",
         )
         provisioner = Provisioner(admin, registry, migrations, naming=naming)
         breakdown = Breakdown()

@@ -15,7 +15,6 @@ from handyshop_migration.pipeline import jobs, phase0, phase1, phase2, phase3, p
 from handyshop_migration.pipeline.resources import build_resources
 from handyshop_migration.pipeline.sensors import build_new_shops_sensor, build_sync_sensor
 from handyshop_migration.tenancy.engine.catalog import Catalog, load_catalog
-from handyshop_migration.tenancy.engine.tenant_schema import render
 
 # Partitioned asset checks are a preview feature in Dagster 1.13 (pinned exactly in pyproject.toml);
 # the warning would be printed on every load.
@@ -26,24 +25,23 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 def build_definitions(catalog: Catalog | None = None, environ: dict[str, str] | None = None) -> dg.Definitions:
     env = environ if environ is not None else dict(os.environ)
     catalog = catalog or load_catalog(env.get(settings.CATALOG) or None)
-    schema = render(catalog)
     p0 = phase0.build_phase0(catalog)
     p1_assets, p1_checks = phase1.build_phase1(catalog)
-    p2_assets, p2_checks = phase2.build_phase2(catalog, schema)
+    p2 = phase2.build_phase2(catalog)
     later = [*phase3.build_phase3(catalog), *phase4.build_phase4(catalog), *phase5.build_phase5(catalog)]
-    ways_back = jobs.build_way_back_jobs(catalog, [a.key for a in (*p1_assets, *p2_assets, *later)])
+    phase12_keys = [k for a in (*p1_assets, *p2) for k in a.keys]
     interval = settings.sensor_interval_seconds(env)
     return dg.Definitions(
-        assets=[*p0, *p1_assets, *p2_assets, *later],
-        asset_checks=[*p1_checks, *p2_checks],
+        assets=[*p0, *p1_assets, *p2, *later],
+        asset_checks=p1_checks,
         jobs=[
             jobs.prepare_source,
             jobs.migrate_shop,
-            jobs.build_verify_shop([*p1_checks, *p2_checks]),
+            jobs.build_verify_shop(catalog),
             jobs.sync_shop,
             jobs.cutover_shop,
             jobs.retire_shop,
-            *ways_back,
+            *jobs.build_way_back_jobs(catalog, phase12_keys),
         ],
         sensors=[build_new_shops_sensor(jobs.migrate_shop, interval, catalog), build_sync_sensor(jobs.sync_shop, interval)],
         resources=build_resources(env),

@@ -4,82 +4,56 @@ without a primary key (the documented fallback: copied again for the shop)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import psycopg
 import pytest
 
-from handyshop_migration.tenancy.application.encryption import CredentialCipher, generate_key
-from handyshop_migration.tenancy.application.registry import ConnectionRegistry
-from handyshop_migration.tenancy.application.routing import RoutingTable
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.engine import capture
 from handyshop_migration.tenancy.engine.catalog import introspect
-from handyshop_migration.tenancy.engine.copy import copy_shop
-from handyshop_migration.tenancy.engine.cutover import cut_over_writes, roll_back_cutover
-from handyshop_migration.tenancy.engine.migrations import tenant_migrations
-from handyshop_migration.tenancy.engine.provisioning import Provisioner, TenantNaming
-from handyshop_migration.tenancy.engine.tenant_schema import render
 from handyshop_migration.tenancy.engine.verification import verify_tables
+from handyshop_migration_tests.plugins.worlds import World
 from handyshop_migration_tests.support.databases import (
     create_database,
     drop_database,
-    drop_namespace,
-    unique_namespace,
 )
 from handyshop_migration_tests.support.schemas import exotic
 
 
-def test_exotic_schema_syncs_cuts_over_and_comes_back(pg_server: ConnectionSpec) -> None:
-    source = create_database(pg_server, "t_exo_cap")
-    ns = unique_namespace()
-    try:
-        with source.connect() as conn:
-            exotic.create(conn)
-        catalog = introspect(source, tenant_column="tenant_id")
-        registry = ConnectionRegistry(source, CredentialCipher(generate_key()))
-        registry.ensure_schema()
-        routing = RoutingTable(source)
-        routing.ensure_schema()
-        prov = Provisioner(pg_server, registry, tenant_migrations(catalog), naming=TenantNaming(ns + "t_{id}_db", ns + "t_{id}"))
-        shop = 2
-        tenant = pg_server.with_db(prov.naming.database_name(shop))
-        with source.connect() as conn:
-            capture.enable(conn, catalog, shop)
-        prov.provision(shop)
-        copy_shop(source, tenant, render(catalog), shop)
+def test_exotic_schema_syncs_cuts_over_and_comes_back(make_world: Callable[..., World]) -> None:
+    world = make_world(schema=exotic.create, tenant_column="tenant_id", shop_ids=[1, 2, 3], prefix="t_exo_cap")
+    shop = 2
+    world.migrate(shop)
+    source, tenant = world.source, world.tenant(shop)
+    with source.connect() as app:
+        app.execute("""INSERT INTO "Things" (tenant_id, "Name", ms, a, total) VALUES (2, 'neu', '{sad}', ROW('Gasse', '1'), 3)""")
+        app.execute("""UPDATE "Things" SET ms = '{glücklich 😀}' WHERE tenant_id = 2 AND id = (SELECT min(id) FROM "Things" WHERE tenant_id = 2)""")
+        app.execute("""DELETE FROM kids WHERE tenant_id = 2 AND id = (SELECT min(id) FROM kids WHERE tenant_id = 2)""")
+        app.execute("""UPDATE "MixedCase" SET "Key" = 'umbenannt' WHERE tenant_id = 2 AND "Key" = 'k1'""")  # a key change
+        app.execute("INSERT INTO event_log VALUES (2, now(), '{\"neu\": true}', 'ohne Schlüssel')")  # no primary key
+        app.execute("INSERT INTO event_log VALUES (3, now(), '{}', 'another tenant')")
+        app.commit()
+    result = world.workflow.sync(shop)
+    assert result.changes >= 5 and "event_log" in result.recopied
+    with source.connect() as src, tenant.connect() as dst:
+        assert [v.describe() for v in verify_tables(src, dst, world.catalog, shop) if not v.ok] == []
 
-        with source.connect() as app:
-            app.execute("""INSERT INTO "Things" (tenant_id, "Name", ms, a, total) VALUES (2, 'neu', '{sad}', ROW('Gasse', '1'), 3)""")
-            app.execute("""UPDATE "Things" SET ms = '{glücklich 😀}' WHERE tenant_id = 2 AND id = (SELECT min(id) FROM "Things" WHERE tenant_id = 2)""")
-            app.execute("""DELETE FROM kids WHERE tenant_id = 2 AND id = (SELECT min(id) FROM kids WHERE tenant_id = 2)""")
-            app.execute("""UPDATE "MixedCase" SET "Key" = 'umbenannt' WHERE tenant_id = 2 AND "Key" = 'k1'""")  # a key change
-            app.execute("INSERT INTO event_log VALUES (2, now(), '{\"neu\": true}', 'ohne Schlüssel')")  # no primary key
-            app.execute("INSERT INTO event_log VALUES (3, now(), '{}', 'another tenant')")
-            app.commit()
-        result = capture.sync_source_to_tenant(source, tenant, catalog, shop)
-        assert result.changes >= 5 and "event_log" in result.recopied
-        with source.connect() as src, tenant.connect() as dst:
-            assert [v.describe() for v in verify_tables(src, dst, catalog, shop) if not v.ok] == []
-
-        report = cut_over_writes(source, tenant, catalog, routing, shop)
-        assert all(v.ok for v in report.verification)
-        with registry.get(shop).spec().connect() as app:  # the application writes to its tenant now
-            app.execute("""INSERT INTO "Things" ("Name", total) VALUES ('im Tenant', 9)""")
-            app.execute("INSERT INTO event_log VALUES (now(), '{}', 'im Tenant ohne Schlüssel')")
-            app.execute("""DELETE FROM "MixedCase" WHERE "Key" = 'k2'""")
-            app.commit()
-            with pytest.raises(psycopg.Error):
-                app.execute("TRUNCATE kids")  # not while the way back is kept open
-        back = roll_back_cutover(source, tenant, catalog, routing, shop)
-        assert back.changes_drained >= 2 and all(v.ok for v in back.verification)
-        with source.connect() as src:
-            assert src.execute("""SELECT count(*) FROM "Things" WHERE tenant_id = 2 AND "Name" = 'im Tenant'""").fetchone() == (1,)
-            assert src.execute("SELECT count(*) FROM event_log WHERE tenant_id = 2 AND msg = 'im Tenant ohne Schlüssel'").fetchone() == (1,)
-            assert src.execute("SELECT count(*) FROM event_log WHERE tenant_id = 3").fetchone() == (8,)  # untouched
-        registry.close()
-        prov.close()
-    finally:
-        drop_namespace(pg_server, ns)
-        drop_database(pg_server, source.dbname)
+    report = world.workflow.cut_over(shop)
+    assert all(v.ok for v in report.verification)
+    with world.app(shop).connect() as app:  # the application writes to its tenant now, as its own role
+        app.execute("""INSERT INTO "Things" ("Name", total) VALUES ('im Tenant', 9)""")
+        app.execute("INSERT INTO event_log VALUES (now(), '{}', 'im Tenant ohne Schlüssel')")
+        app.execute("""DELETE FROM "MixedCase" WHERE "Key" = 'k2'""")
+        app.commit()
+        with pytest.raises(psycopg.Error):
+            app.execute("TRUNCATE kids")  # not while the way back is kept open
+    back = world.workflow.roll_back_cutover(shop)
+    assert back.changes_drained >= 2 and all(v.ok for v in back.verification)
+    with source.connect() as src:
+        assert src.execute("""SELECT count(*) FROM "Things" WHERE tenant_id = 2 AND "Name" = 'im Tenant'""").fetchone() == (1,)
+        assert src.execute("SELECT count(*) FROM event_log WHERE tenant_id = 2 AND msg = 'im Tenant ohne Schlüssel'").fetchone() == (1,)
+        assert src.execute("SELECT count(*) FROM event_log WHERE tenant_id = 3").fetchone() == (8,)  # untouched
 
 
 def test_capture_waits_for_older_writers_but_not_for_other_shops_snapshots(pg_server: ConnectionSpec) -> None:

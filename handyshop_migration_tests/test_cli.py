@@ -35,8 +35,8 @@ def test_demo_runs_every_phase_and_prints_the_verification_table(tmp_path: Path)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert re.search(
-        r"^shop\s+name\s+tables\s+rows\s+gates passed\s+gates failed\s+verified\s+phase\s+writes during migration"
-        r"\s+found in tenant$", out, re.M,
+        r"^shop\s+name\s+tables\s+rows\s+gates passed\s+gates failed\s+verified\s+state\s+writes during migration"
+        r"\s+found where it lives$", out, re.M,
     )
     total = re.search(r"^all\s+95\s+\d+\s+195\s+0\s+5/5\s+(\d+)\s+(\d+)/(\d+)$", out, re.M)
     assert total, out
@@ -54,7 +54,7 @@ def test_demo_with_a_cross_shop_reference_fails_and_names_the_rows(tmp_path: Pat
     assert re.search(r"repairs\.id=\d+ \(shop 2\) -> customers\.id=\d+ \(shop 1\)", result.stdout), result.stdout
     # the unaffected shop goes all the way; the two named shops stay on the shared database
     assert re.search(r"^3\s.*\s19\s+\d+\s+39\s+0\s+yes\s+verified$", result.stdout, re.M), result.stdout
-    assert re.search(r"^1\s.*\s0\s+0\s+0\s+0\s+NO\s+-$", result.stdout, re.M)
+    assert re.search(r"^1\s.*\s0\s+0\s+0\s+1\s+NO\s+registered$", result.stdout, re.M), result.stdout
     assert "some gates FAILED" in result.stdout
 
 
@@ -102,9 +102,18 @@ def test_migrate_and_status_on_the_production_path(pg_server: ConnectionSpec, tm
         assert status.returncode == 0, status.stderr
         lines = {line.split()[0]: line for line in status.stdout.splitlines()[2:]}
         assert set(lines) == {"1", "3"}
-        assert re.search(r"^1\s+2 verified\s+39\s+0\s+\d+\s+verified\s+shared\s+success", lines["1"]), status.stdout
+        assert re.search(
+            r"^1\s+2 verified\s+verified\s+reads shared, writes shared\s+\d+\s+success migrate_shop", lines["1"]
+        ), status.stdout
+        # a rerun over shops that are done does nothing and says so: exit 0
+        again = run(["migrate", "--shops", "1,3"], env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "2 of 2 shops are through phase 2 (2 were already)." in again.stdout
+        assert "phase 0" not in again.stdout  # it passed last time: not run again
         unknown = run(["migrate", "--shops", "1,77"], env)
         assert unknown.returncode == 2 and "77" in unknown.stderr
+        empty = run(["migrate", "--shops=,"], env)
+        assert empty.returncode == 2 and "names no shop" in empty.stderr and len(empty.stderr.strip().splitlines()) == 1
     finally:
         drop_database(pg_server, source.dbname)
         drop_namespace(pg_server, ns)

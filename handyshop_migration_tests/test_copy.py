@@ -3,16 +3,13 @@ one snapshot per shop, sequences continue, cross-shop references named."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from handyshop_migration.devtools.seed import GLOBAL_SHOP_IDS, TENANT_TABLES, SeedReport, seed_database
-from handyshop_migration.tenancy.application.encryption import CredentialCipher, generate_key
-from handyshop_migration.tenancy.application.registry import ConnectionRegistry
+from handyshop_migration.devtools.seed import GLOBAL_SHOP_IDS, TENANT_TABLES
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.engine.catalog import Catalog, introspect, load_catalog
 from handyshop_migration.tenancy.engine.copy import (
@@ -21,64 +18,24 @@ from handyshop_migration.tenancy.engine.copy import (
     copy_table,
     pending_foreign_keys,
 )
-from handyshop_migration.tenancy.engine.migrations import tenant_migrations
-from handyshop_migration.tenancy.engine.provisioning import Provisioner, TenantNaming
-from handyshop_migration.tenancy.engine.tenant_schema import TenantSchema, render
+from handyshop_migration.tenancy.engine.tenant_schema import render
 from handyshop_migration.tenancy.engine.verification import table_checksum, verify_tables
 from handyshop_migration.tenancy.errors import CopyError
-from handyshop_migration_tests.support.databases import create_database, drop_database, unique_namespace
+from handyshop_migration_tests.plugins.worlds import World
+from handyshop_migration_tests.support.databases import create_database, drop_database
 from handyshop_migration_tests.support.schemas import exotic
 
 
-@dataclass
-class Migration:
-    source: ConnectionSpec
-    report: SeedReport
-    catalog: Catalog
-    schema: TenantSchema
-    provisioner: Provisioner
-
-    def tenant(self, shop: int) -> ConnectionSpec:
-        return self.provisioner.admin.with_db(self.provisioner.naming.database_name(shop))
-
-    def migrate(self, shop: int) -> None:
-        self.provisioner.provision(shop)
-        copy_shop(self.source, self.tenant(shop), self.schema, shop)
-
-
-def _migration(pg_server: ConnectionSpec, prefix: str, **seed_args: object) -> Iterator[Migration]:
-    source = create_database(pg_server, prefix)
-    report = seed_database(source, **seed_args)  # type: ignore[arg-type]
-    catalog = introspect(source, include=TENANT_TABLES, users_table="users")
-    registry = ConnectionRegistry(source, CredentialCipher(generate_key()))
-    registry.ensure_schema()
-    ns = unique_namespace()
-    prov = Provisioner(
-        pg_server,
-        registry,
-        tenant_migrations(catalog),
-        naming=TenantNaming(database=ns + "shop_{id}_db", role=ns + "shop_user_{id}"),
-    )
-    try:
-        yield Migration(source, report, catalog, render(catalog), prov)
-    finally:
-        for shop in report.shop_ids:
-            prov.deprovision(shop)
-        prov.close()
-        registry.close()
-        drop_database(pg_server, source.dbname)
-
-
-@pytest.fixture(scope="module")
-def migration(pg_server: ConnectionSpec) -> Iterator[Migration]:
-    yield from _migration(pg_server, "t_copy_src", shops=4, scale=0.05, seed=7)
+@pytest.fixture
+def migration(make_world: Callable[..., World]) -> World:
+    return make_world(shops=4, scale=0.05, seed=7, prefix="t_copy_src")
 
 
 @pytest.fixture
-def own_migration(pg_server: ConnectionSpec, request: pytest.FixtureRequest) -> Iterator[Migration]:
+def own_migration(make_world: Callable[..., World], request: pytest.FixtureRequest) -> World:
     """A migration whose source a test may change."""
     args = getattr(request, "param", {})
-    yield from _migration(pg_server, "t_copy_own", **{"shops": 3, "scale": 0.03, "seed": 11, **args})
+    return make_world(**{"shops": 3, "scale": 0.03, "seed": 11, "prefix": "t_copy_own", **args})
 
 
 def _ordered_rows(conn: psycopg.Connection, catalog: Catalog, table: str, shop: int | None) -> list[tuple]:
@@ -89,11 +46,11 @@ def _ordered_rows(conn: psycopg.Connection, catalog: Catalog, table: str, shop: 
     return conn.execute(query, (shop,) if shop is not None else ()).fetchall()
 
 
-def test_shipped_catalog_matches_the_live_handyshop_schema(migration: Migration) -> None:
+def test_shipped_catalog_matches_the_live_handyshop_schema(migration: World) -> None:
     assert load_catalog().checksum == migration.catalog.checksum
 
 
-def test_tenants_equal_their_source_slices_and_nothing_is_lost(migration: Migration) -> None:
+def test_tenants_equal_their_source_slices_and_nothing_is_lost(migration: World) -> None:
     shops = migration.report.shop_ids[:3]
     for shop in shops:
         migration.migrate(shop)
@@ -122,10 +79,10 @@ def test_tenants_equal_their_source_slices_and_nothing_is_lost(migration: Migrat
     assert set(GLOBAL_SHOP_IDS) <= set(migration.report.shop_rows)
 
 
-def test_sequences_continue_after_the_copied_ids(migration: Migration) -> None:
+def test_sequences_continue_after_the_copied_ids(migration: World) -> None:
     shop = migration.report.shop_ids[0]
     migration.migrate(shop)
-    creds = migration.provisioner.registry.get(shop)
+    creds = migration.registry.get(shop)
     with migration.source.connect() as src:
         max_customer = src.execute("SELECT max(id) FROM customers").fetchone()[0]  # type: ignore[index]
     with creds.spec().connect() as tenant:
@@ -143,7 +100,7 @@ def test_sequences_continue_after_the_copied_ids(migration: Migration) -> None:
         tenant.rollback()
 
 
-def test_rerunning_provision_and_copy_changes_nothing(migration: Migration) -> None:
+def test_rerunning_provision_and_copy_changes_nothing(migration: World) -> None:
     shop = migration.report.shop_ids[1]
     migration.migrate(shop)
     with migration.tenant(shop).connect() as tenant:
@@ -155,10 +112,10 @@ def test_rerunning_provision_and_copy_changes_nothing(migration: Migration) -> N
     assert before == after
 
 
-def test_copy_reads_one_snapshot_while_the_shop_keeps_writing(own_migration: Migration) -> None:
+def test_copy_reads_one_snapshot_while_the_shop_keeps_writing(own_migration: World) -> None:
     m = own_migration
     shop = m.report.shop_ids[0]
-    m.provisioner.provision(shop)
+    m.workflow.provision(shop)
     with SourceSnapshot(m.source) as snap, m.tenant(shop).connect() as tenant:
         # the app writes after the snapshot was taken: a new customer with a repair, and a renamed customer
         with m.source.connect() as app:
@@ -184,7 +141,7 @@ def test_copy_reads_one_snapshot_while_the_shop_keeps_writing(own_migration: Mig
         assert stale == {"customers", "repairs"}
 
 
-def test_recopying_one_table_alone_leaves_its_foreign_keys_pending(migration: Migration) -> None:
+def test_recopying_one_table_alone_leaves_its_foreign_keys_pending(migration: World) -> None:
     shop = migration.report.shop_ids[2]
     migration.migrate(shop)
     copy_shop(migration.source, migration.tenant(shop), migration.schema, shop, tables=["customers"])
@@ -198,24 +155,25 @@ def test_recopying_one_table_alone_leaves_its_foreign_keys_pending(migration: Mi
 
 
 @pytest.mark.parametrize("own_migration", [{"cross_shop_reference": True}], indirect=True)
-def test_a_cross_shop_reference_is_named_and_nothing_half_done(own_migration: Migration) -> None:
+def test_a_cross_shop_reference_is_named_and_nothing_half_done(own_migration: World) -> None:
     m = own_migration
     ref = m.report.cross_shop_references[0]
-    m.provisioner.provision(ref.row_shop)
+    m.workflow.provision(ref.row_shop)
     with pytest.raises(CopyError) as err:
-        copy_shop(m.source, m.tenant(ref.row_shop), m.schema, ref.row_shop)
+        m.workflow.copy(ref.row_shop)
     message = str(err.value)
     assert "cross-shop" in message and ref.table in message and str(ref.parent_id) in message
     with m.tenant(ref.row_shop).connect() as tenant:
         assert tenant.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(ref.table))).fetchone() == (0,)
+    record = m.lifecycle.get(ref.row_shop)
+    assert record.state.value == "copying" and "cross-shop" in (record.last_error or "")  # a rerun resumes it
 
 
-def test_large_slices_rebuild_keys_and_indexes_after_the_load(migration: Migration) -> None:
+def test_large_slices_rebuild_keys_and_indexes_after_the_load(migration: World) -> None:
     shop = migration.report.shop_ids[3]
-    migration.provisioner.provision(shop)
+    migration.workflow.provision(shop)
     results = copy_shop(migration.source, migration.tenant(shop), migration.schema, shop, rebuild_threshold=0)
     assert all(r.rebuilt_indexes for r in results)
-    template = migration.provisioner.admin.with_db(migration.provisioner.naming.database_name(migration.report.shop_ids[0]))
 
     def indexes(spec: ConnectionSpec) -> list[tuple]:
         with spec.connect() as conn:
@@ -224,7 +182,7 @@ def test_large_slices_rebuild_keys_and_indexes_after_the_load(migration: Migrati
             ).fetchall()
 
     migration.migrate(migration.report.shop_ids[0])
-    assert indexes(migration.tenant(shop)) == indexes(template)
+    assert indexes(migration.tenant(shop)) == indexes(migration.tenant(migration.report.shop_ids[0]))
     with migration.source.connect() as src, migration.tenant(shop).connect() as tenant:
         assert all(v.ok for v in verify_tables(src, tenant, migration.catalog, shop))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import yaml
 from handyshop_migration import settings
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.engine.pgtools import pg_bin_dir
+from handyshop_migration_tests.setup_machine import CHROMIUM, SETUP_COMMAND
 from handyshop_migration_tests.support.dagster_services import (
     CODE_SERVER,
     CONTAINER_DAGSTER_HOME,
@@ -35,6 +37,7 @@ from handyshop_migration_tests.support.dagster_services import (
 )
 
 POSTGRES_SERVICES = ("handyshop-db", "dagster-storage")
+SETUP_SCRIPT = REPO / "handyshop_migration_tests" / "setup_machine.py"
 WORKSPACE = "deploy/workspace.docker.yaml"
 MOUNTED_DAGSTER_YAML = f"./dagster.yaml:{CONTAINER_DAGSTER_HOME}/dagster.yaml:ro"
 SECRET_VARIABLES = ("HANDYSHOP_DB_PASSWORD", "DAGSTER_STORAGE_PASSWORD", settings.ENCRYPTION_KEY)
@@ -173,13 +176,51 @@ def test_dockerfile_installs_the_package_and_the_instance_where_compose_expects_
         assert (REPO / match.group(1)).exists(), f"Dockerfile copies {match.group(1)}, which is not in the repository"
 
 
-def test_ci_installs_chromium_before_the_readmes_test_command() -> None:
+def test_ci_runs_the_readmes_test_command_which_sets_the_machine_up_before_pytest() -> None:
     lines = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
     readme = (REPO / "README.md").read_text()
     commands = re.findall(r"```bash\n(.*?)\n```", readme, re.S)
     assert lines[-1] == commands[1], "the last line of .ci/run is the README's second command, verbatim"
-    install = next(i for i, line in enumerate(lines) if "apt-get install -y -qq chromium" in line)
-    assert install < len(lines) - 1
+    assert lines == ["set -euo pipefail", 'cd "$(dirname "$0")/.."', commands[1]], "a tiny wrapper, nothing else"
+    assert commands[1].split(" && ") == [
+        "python3 -m venv .venv", ".venv/bin/pip install -e '.[test]'", SETUP_COMMAND, ".venv/bin/python -m pytest"
+    ]
+
+
+def test_setup_machine_would_install_chromium_and_node_where_they_are_missing(tmp_path: Path) -> None:
+    bare = tmp_path / "bin"  # a PATH holding a Python and nothing else: no node, no npm
+    bare.mkdir()
+    (bare / "python3").symlink_to(sys.executable)
+    done = subprocess.run(
+        [sys.executable, str(SETUP_SCRIPT), "--dry-run", "--chromium", str(tmp_path / "no-chromium")],
+        env={"PATH": str(bare)}, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "setup: would install Debian's chromium nodejs npm" in done.stdout.splitlines()
+
+
+def test_setup_machine_says_in_one_line_what_to_do_where_it_cannot_install(tmp_path: Path) -> None:
+    bare = tmp_path / "bin"  # no apt-get on this PATH
+    bare.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(SETUP_SCRIPT), "--chromium", str(tmp_path / "no-chromium")],
+        env={"PATH": str(bare)}, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"setup: missing chromium, nodejs, npm, and no apt-get here to install them: install them by hand, then run "
+        f"{SETUP_COMMAND} again"
+    ]
+
+
+def test_setup_machine_installs_nothing_on_a_machine_that_has_everything() -> None:
+    # After the README's command ran setup_machine, a clean environment finds everything and runs no installer.
+    env = {"PATH": "/usr/bin:/bin"}
+    plan = subprocess.run([sys.executable, str(SETUP_SCRIPT), "--dry-run"], env=env, capture_output=True, text=True, timeout=60)
+    assert plan.stdout.splitlines() == ["setup: nothing to install"], plan.stdout + plan.stderr
+    done = subprocess.run([sys.executable, str(SETUP_SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "installing" not in done.stdout, done.stdout + done.stderr
+    assert done.stdout.splitlines()[0] == f"setup: chromium: {CHROMIUM}"
 
 
 # -- the services' own commands against a real PostgreSQL ------------------------------------------------------

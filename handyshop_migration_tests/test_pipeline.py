@@ -1,5 +1,6 @@
 """The Dagster layer on a real instance and a real server: partitions, per-table gates, the sensor as the
-daemon evaluates it, the rollback job, and definitions built from any catalog."""
+daemon evaluates it, the rollback job, and definitions built from any catalog. One stack for the module;
+every test migrates the shops it uses itself, and no two tests use the same shop."""
 
 from __future__ import annotations
 
@@ -15,10 +16,9 @@ from psycopg import sql
 from handyshop_migration import cli, settings
 from handyshop_migration.definitions import build_definitions
 from handyshop_migration.devtools.seed import TENANT_TABLES, add_shop
-from handyshop_migration.pipeline.gates import current_partitions
 from handyshop_migration.pipeline.partitions import SHOPS
 from handyshop_migration.pipeline.phase2 import SHOP_VERIFIED, table_key
-from handyshop_migration.pipeline.runner import migrate_shop, register_shops, run_job
+from handyshop_migration.pipeline.runner import register_shops, run_job
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.engine.catalog import load_catalog
 from handyshop_migration_tests.support.dagster_stack import Stack, dagster_stack
@@ -31,7 +31,7 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 @pytest.fixture(scope="module")
 def stack(pg_server: ConnectionSpec, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with dagster_stack(pg_server, tmp_path_factory, "t_pipe_src", shops=4, scale=0.03, seed=5) as s:
+    with dagster_stack(pg_server, tmp_path_factory, "t_pipe_src", shops=5, scale=0.03, seed=5) as s:
         yield s
 
 
@@ -84,8 +84,9 @@ def test_definitions_load_without_a_database_and_from_an_inspected_catalog(
 def test_two_shops_through_dagster_equal_their_source_slices(stack: Stack) -> None:
     shops = stack.report.shop_ids[:2]
     for shop in shops:
-        outcome = migrate_shop(stack.defs, stack.instance, shop)
-        assert outcome.run.success and outcome.verified, outcome.run.failures
+        outcome = stack.migrate(shop, 2)
+        assert [r.job for r in outcome.runs] == ["migrate_shop"] and outcome.verified
+        assert outcome.runs[0].success and outcome.gates_failed == 0
     for shop in shops:
         for table in TENANT_TABLES:
             assert _rows(stack.source, table, shop) == _rows(stack.tenant(shop), table, None), (shop, table)
@@ -94,13 +95,13 @@ def test_two_shops_through_dagster_equal_their_source_slices(stack: Stack) -> No
         assert stack.instance.has_dynamic_partition(SHOPS, str(shop))
     materialized = stack.instance.get_materialized_partitions(SHOP_VERIFIED)
     assert {str(s) for s in shops} <= materialized
-    with stack.registry() as registry:
-        assert registry.get(shops[0]).status == "verified"
+    record = stack.lifecycle().get(shops[0])
+    assert record.state.value == "verified" and record.details["rows"] == sum(stack.report.shop_rows[shops[0]].values())
 
 
 def test_tampering_fails_only_that_tables_checks_and_blocks_verification(stack: Stack) -> None:
     shop = stack.report.shop_ids[2]
-    assert migrate_shop(stack.defs, stack.instance, shop).verified
+    stack.migrate(shop, 2)
     verified_before = stack.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=SHOP_VERIFIED, asset_partitions=[str(shop)]), limit=1
     ).records[0].storage_id
@@ -117,8 +118,10 @@ def test_tampering_fails_only_that_tables_checks_and_blocks_verification(stack: 
         dg.AssetRecordsFilter(asset_key=SHOP_VERIFIED, asset_partitions=[str(shop)]), limit=1
     ).records[0].storage_id
     assert latest == verified_before
+    record = stack.lifecycle().get(shop)
+    assert record.state.value == "copied" and "repairs" in (record.last_error or "")  # no longer verified
     # a fresh copy of the shop heals it
-    assert migrate_shop(stack.defs, stack.instance, shop).verified
+    assert stack.migrate(shop, 2).verified
 
 
 def test_sensor_adds_exactly_the_new_shops_and_requests_one_run_each(stack: Stack) -> None:
@@ -146,14 +149,13 @@ def test_sensor_adds_exactly_the_new_shops_and_requests_one_run_each(stack: Stac
         stack.instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
     assert tick(second.cursor).run_requests == []
     # and the requested run migrates the shop
-    outcome = migrate_shop(stack.defs, stack.instance, new_shop)
-    assert outcome.verified, outcome.run.failures
+    assert stack.migrate(new_shop, 2).verified
 
 
 def test_rollback_refuses_without_confirmation_then_removes_everything(stack: Stack) -> None:
     shop = stack.report.shop_ids[3]
-    assert migrate_shop(stack.defs, stack.instance, shop).verified
-    db, role = stack.tenant(shop).dbname, stack.env[settings.TENANT_ROLE].format(id=shop)
+    stack.migrate(shop, 2)
+    db, role = stack.database(shop), stack.env[settings.TENANT_ROLE].format(id=shop)
     refused = run_job(stack.defs, stack.instance, "rollback_shop", partition_key=str(shop))
     assert not refused.success and f"confirm: {db}" in refused.failures[0]
     with stack.admin.connect() as conn:
@@ -171,17 +173,16 @@ def test_rollback_refuses_without_confirmation_then_removes_everything(stack: St
         assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", (role,)).fetchone() == (0,)
     with stack.registry() as registry:
         assert registry.find(shop) is None
-    assert str(shop) not in current_partitions(stack.instance, SHOP_VERIFIED)
-    assert str(shop) not in current_partitions(stack.instance, table_key("repairs"))
+    assert stack.lifecycle().get(shop).state.value == "registered"
     # and the shop can be migrated again from scratch
-    assert migrate_shop(stack.defs, stack.instance, shop).verified
-    assert str(shop) in current_partitions(stack.instance, SHOP_VERIFIED)
+    assert stack.migrate(shop, 2).verified
 
 
 def test_secrets_stay_out_of_run_config_metadata_and_logs(stack: Stack) -> None:
+    stack.migrate(stack.report.shop_ids[4], 4)  # runs of every kind that touches credentials
     secrets = [stack.env[settings.ENCRYPTION_KEY], stack.source.password.reveal()]  # type: ignore[union-attr]
     with stack.registry() as registry:
-        secrets += [c.password.reveal() for c in registry.list()]
+        secrets += [c.password.reveal() for c in registry.list()] + [c.owner_password.reveal() for c in registry.list()]
     runs = stack.instance.get_runs(limit=50)
     assert runs
     for run in runs:

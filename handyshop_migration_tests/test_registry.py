@@ -8,7 +8,7 @@ import pytest
 from psycopg import sql
 
 from handyshop_migration.tenancy.application.encryption import CredentialCipher, generate_key
-from handyshop_migration.tenancy.application.registry import STATUSES, ConnectionRegistry, TenantCredentials
+from handyshop_migration.tenancy.application.registry import ConnectionRegistry, TenantCredentials
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.errors import DecryptionError, RegistryError
 from handyshop_migration.tenancy.secrets import Secret
@@ -25,7 +25,7 @@ class FakeClock:
         return self.now
 
 
-def creds(shop_id: int, *, password: str = PASSWORD, status: str = "provisioned", host: str = "127.0.0.1") -> TenantCredentials:
+def creds(shop_id: int, *, password: str = PASSWORD, host: str = "127.0.0.1") -> TenantCredentials:
     return TenantCredentials(
         shop_id=shop_id,
         server="primary",
@@ -34,7 +34,8 @@ def creds(shop_id: int, *, password: str = PASSWORD, status: str = "provisioned"
         database=f"shop_{shop_id}_db",
         role=f"shop_user_{shop_id}",
         password=Secret(password),
-        status=status,
+        owner_role=f"shop_owner_{shop_id}",
+        owner_password=Secret(password + "-owner"),
     )
 
 
@@ -82,8 +83,9 @@ def test_ensure_schema_creates_the_table_and_is_idempotent_under_concurrency(fre
         ("database", "text"),
         ("role", "text"),
         ("password_encrypted", "text"),
+        ("owner_role", "text"),
+        ("owner_password_encrypted", "text"),
         ("key_id", "text"),
-        ("status", "text"),
         ("created_at", "timestamp with time zone"),
         ("updated_at", "timestamp with time zone"),
     ]
@@ -118,20 +120,15 @@ def test_roundtrip_persists_no_plaintext_and_second_instance_reads_it(
     assert spec.password == Secret(PASSWORD)
 
 
-def test_upsert_status_list_and_remove(registry: ConnectionRegistry) -> None:
+def test_upsert_list_and_remove(registry: ConnectionRegistry) -> None:
     for shop_id in (3, 1, 2):
         registry.register(creds(shop_id))
     registry.register(creds(2, password="changed", host="db2.internal"))
     assert registry.get(2).password.reveal() == "changed" and registry.get(2).host == "db2.internal"
+    assert registry.get(2).owner_password.reveal() == "changed-owner"
     assert [c.shop_id for c in registry.list()] == [1, 2, 3]
-
-    registry.set_status(3, "copied")
-    assert registry.get(3).status == "copied"
-    assert [c.shop_id for c in registry.list("copied")] == [3]
-    assert [c.shop_id for c in registry.list("provisioned")] == [1, 2]
-    with pytest.raises(ValueError, match="unknown status 'copyed'"):
-        registry.set_status(3, "copyed")
-    assert set(STATUSES) >= {"provisioned", "copied", "verified", "live", "retired", "failed"}
+    owner = registry.get(3).owner_spec()
+    assert (owner.user, owner.dbname, owner.password) == ("shop_owner_3", "shop_3_db", Secret(PASSWORD + "-owner"))
 
     assert registry.remove(1) is True
     assert registry.remove(1) is False
@@ -139,18 +136,18 @@ def test_upsert_status_list_and_remove(registry: ConnectionRegistry) -> None:
     with pytest.raises(RegistryError) as err:
         registry.get(1)
     assert str(err.value) == "no registry entry for shop 1; provision it first (handyshop-migration migrate --shops 1)"
-    with pytest.raises(RegistryError, match="no registry entry for shop 99"):
-        registry.set_status(99, "live")
 
 
 def test_repr_never_shows_the_password(registry: ConnectionRegistry) -> None:
     registry.register(creds(7))
     got = registry.get(7)
-    for text in (repr(got), str(got), repr(registry), str(registry), repr(got.spec()), f"{got}"):
+    for text in (repr(got), str(got), repr(registry), str(registry), repr(got.spec()), repr(got.owner_spec()), f"{got}"):
         assert PASSWORD not in text
     assert "shop_user_7" in repr(got)
     with pytest.raises(TypeError, match="Secret"):
-        TenantCredentials(1, "primary", "h", 5432, "d", "r", PASSWORD, "provisioned")  # type: ignore[arg-type]
+        TenantCredentials(1, "primary", "h", 5432, "d", "r", PASSWORD, "o", Secret("x"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Secret"):
+        TenantCredentials(1, "primary", "h", 5432, "d", "r", Secret("x"), "o", PASSWORD)  # type: ignore[arg-type]
 
 
 def test_cache_is_bounded_lru(fresh_db: ConnectionSpec) -> None:
@@ -179,14 +176,14 @@ def test_cache_ttl_rereads_from_the_database(fresh_db: ConnectionSpec) -> None:
     with ConnectionRegistry(fresh_db, CredentialCipher(generate_key()), cache_ttl=60.0, clock=clock) as reg:
         reg.ensure_schema()
         reg.register(creds(1))
-        execute(fresh_db, "UPDATE handyshop_migration.tenant_connections SET host = 'elsewhere', status = 'live'")
+        execute(fresh_db, "UPDATE handyshop_migration.tenant_connections SET host = 'elsewhere', port = 6432")
         clock.now += 59.0
         assert reg.get(1).host == "127.0.0.1"  # served from the cache
         assert reg.cache_len == 1
         clock.now += 1.0
         assert reg.cache_len == 0  # expired entries are dropped, not just skipped
         got = reg.get(1)
-        assert (got.host, got.status) == ("elsewhere", "live")
+        assert (got.host, got.port) == ("elsewhere", 6432)
         # Hits do not extend the TTL: a hot entry is still re-read once it is ttl old.
         execute(fresh_db, "UPDATE handyshop_migration.tenant_connections SET host = 'third'")
         for _ in range(5):
@@ -229,11 +226,24 @@ def test_wrong_key_and_moved_ciphertext(registry: ConnectionRegistry, fresh_db: 
         registry.get(2)
     assert registry.cache_len == 0  # a bad entry is not cached
 
+    # nor does the application role's token, moved into the owner's column of its own row
+    execute(
+        fresh_db,
+        "UPDATE handyshop_migration.tenant_connections SET owner_password_encrypted = password_encrypted WHERE shop_id = 1",
+    )
+    registry.invalidate()
+    with pytest.raises(DecryptionError, match="shop 1.*another row"):
+        registry.get(1)
+
     with ConnectionRegistry(fresh_db, CredentialCipher(generate_key())) as wrong:
         with pytest.raises(DecryptionError) as err:
             wrong.get(1)
+        # a key that cannot read what is registered is refused before anything is written with it
+        with pytest.raises(DecryptionError, match=r"holds entries this TENANT_ENCRYPTION_KEY cannot read \(2 under key id"):
+            wrong.readable_by_active_key()
     assert "shop 1" in str(err.value) and "not configured" in str(err.value)
     assert PASSWORD not in str(err.value)
+    registry.readable_by_active_key()  # the right key passes
 
 
 def test_rotate_keys(fresh_db: ConnectionSpec) -> None:
@@ -245,12 +255,15 @@ def test_rotate_keys(fresh_db: ConnectionSpec) -> None:
     with ConnectionRegistry(fresh_db, CredentialCipher(new_key, [old_key])) as reg:
         assert reg.get(1).password.reveal() == "pw-1"  # old entries readable with the old key configured
         reg.register(creds(4, password="pw-4"))  # already under the new key
+        assert reg.key_ids() == {CredentialCipher(old_key).key_id: 3, reg.cipher.key_id: 1}
+        reg.readable_by_active_key()  # the old key is configured: fine
         assert reg.rotate_keys() == 3
         assert reg.rotate_keys() == 0
         key_ids = {r[0] for r in rows(fresh_db, "SELECT DISTINCT key_id FROM handyshop_migration.tenant_connections")}
         assert key_ids == {reg.cipher.key_id}
     with ConnectionRegistry(fresh_db, CredentialCipher(new_key)) as only_new:
         assert [c.password.reveal() for c in only_new.list()] == ["pw-1", "pw-2", "pw-3", "pw-4"]
+        assert [c.owner_password.reveal() for c in only_new.list()] == ["pw-1-owner", "pw-2-owner", "pw-3-owner", "pw-4-owner"]
 
 
 def test_custom_schema_name_is_quoted(fresh_db: ConnectionSpec) -> None:
@@ -285,6 +298,6 @@ def test_concurrent_use(fresh_db: ConnectionSpec) -> None:
                 assert reg.get(shop_id).shop_id == shop_id
                 assert reg.cache_len <= 5
                 if i % 10 == 0:
-                    reg.set_status(shop_id, "verified")
+                    reg.register(creds(shop_id, host=f"host{offset}"))
 
         run_concurrently(work, 6)

@@ -49,7 +49,8 @@ def tenant(pg_server: ConnectionSpec, registry: ConnectionRegistry) -> Iterator[
             database=database,
             role=role,
             password=Secret(password),
-            status="provisioned",
+            owner_role=role,
+            owner_password=Secret(password),
         )
         made.append(creds)
         registry.register(creds)
@@ -144,7 +145,7 @@ def test_close_one_shop_picks_up_a_new_password(
             )
         registry.register(
             TenantCredentials(
-                shop.shop_id, shop.server, shop.host, shop.port, shop.database, shop.role, Secret(new_password), "live"
+                shop.shop_id, shop.server, shop.host, shop.port, shop.database, shop.role, Secret(new_password), shop.role, Secret(new_password)
             )
         )
         router.close(7)
@@ -154,11 +155,12 @@ def test_close_one_shop_picks_up_a_new_password(
             assert conn.execute("select current_user").fetchone() == (shop.role,)
 
 
+@pytest.mark.timing
 def test_wrong_password_fails_fast_without_leaking_it(registry: ConnectionRegistry, tenant: Tenant) -> None:
     shop = tenant(9)
     wrong = "Wr0ng-pa$$word-" + generate_key()[:8]
     registry.register(
-        TenantCredentials(shop.shop_id, shop.server, shop.host, shop.port, shop.database, shop.role, Secret(wrong), "live")
+        TenantCredentials(shop.shop_id, shop.server, shop.host, shop.port, shop.database, shop.role, Secret(wrong), shop.role, Secret(wrong))
     )
     with TenantRouter(registry, connect_timeout=5.0) as router:
         started = time.monotonic()

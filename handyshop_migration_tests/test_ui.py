@@ -27,6 +27,7 @@ from handyshop_migration.pipeline import phase1, phase2
 from handyshop_migration.pipeline.phase2 import PARITY_CHECKS
 from handyshop_migration.pipeline.runner import register_shops, run_job
 from handyshop_migration.tenancy.dsn import ConnectionSpec
+from handyshop_migration_tests.setup_machine import CHROMIUM, SETUP_COMMAND
 from handyshop_migration_tests.support.dagster_services import (
     ARTIFACTS,
     Deployment,
@@ -45,7 +46,6 @@ from handyshop_migration_tests.support.dagster_services import (
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
 # As the machine's notes prescribe for Debian's Chromium as root in a sandbox without network: no
 # background connections (they would be refused, many at a time), no first-run UI.
 CHROMIUM_ARGS = [
@@ -264,7 +264,7 @@ def _chromium() -> Path:
     if not CHROMIUM.exists():
         pytest.fail(
             f"{CHROMIUM} not found: the browser test drives Debian's Chromium (Playwright's own browser download "
-            "cannot work here). Install it with: apt-get update && apt-get install -y chromium   (.ci/run does this)",
+            f"cannot work here). Install it with: {SETUP_COMMAND}",
             pytrace=False,
         )
     return CHROMIUM

@@ -1,96 +1,57 @@
-"""Phases 3-5 on the library, with a simulated application writing all the time: capture, sync, the write
-fence, cutover, the way back from phase 4 with the tenant's writes, retirement and its restore.
+"""Phases 3-5 through the workflow, with a simulated application writing all the time: capture, sync, the
+write fence, cutover, the way back from phase 4 with the tenant's writes, retirement and its restore.
 
-The tests of this module build on each other in file order (one migration, one writer)."""
+Every test sets up its own world (`make_world`): none depends on another having run."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from handyshop_migration.devtools.seed import GLOBAL_SHOP_IDS, TENANT_TABLES, seed_database
+from handyshop_migration.devtools.seed import GLOBAL_SHOP_IDS
 from handyshop_migration.devtools.simulation import SimulatedApp
-from handyshop_migration.tenancy.application.encryption import CredentialCipher, generate_key
-from handyshop_migration.tenancy.application.registry import ConnectionRegistry
-from handyshop_migration.tenancy.application.routing import RouteResolver, RoutingTable, read_bucket
+from handyshop_migration.tenancy.application.routing import RouteResolver
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.engine import capture
-from handyshop_migration.tenancy.engine.catalog import Catalog, introspect
-from handyshop_migration.tenancy.engine.copy import copy_shop
-from handyshop_migration.tenancy.engine.cutover import (
-    CutoverReport,
-    cut_over_writes,
-    open_reads,
-    roll_back_cutover,
-)
-from handyshop_migration.tenancy.engine.migrations import tenant_migrations
-from handyshop_migration.tenancy.engine.provisioning import Provisioner, TenantNaming
-from handyshop_migration.tenancy.engine.retirement import (
-    archive_shop,
-    restore_shop,
-    retire_shop,
-)
-from handyshop_migration.tenancy.engine.tenant_schema import render
+from handyshop_migration.tenancy.engine.catalog import Catalog
 from handyshop_migration.tenancy.engine.verification import table_checksum, verify_tables
-from handyshop_migration.tenancy.errors import CaptureError, CopyError, RetirementRefused
-from handyshop_migration_tests.support.databases import (
-    create_database,
-    drop_database,
-    drop_namespace,
-    unique_namespace,
-)
-
-SHOPS = [1, 2, 3, 4]
+from handyshop_migration.tenancy.errors import LifecycleRefused, RetirementRefused
+from handyshop_migration.tenancy.lifecycle import State, read_bucket
+from handyshop_migration_tests.plugins.worlds import World
 
 
-@dataclass
-class World:
-    admin: ConnectionSpec
-    source: ConnectionSpec
-    catalog: Catalog
-    provisioner: Provisioner
-    routing: RoutingTable
-    app: SimulatedApp
-    reports: dict[int, CutoverReport]
+def _home(world: World) -> Callable[[int], tuple[ConnectionSpec, bool]]:
+    def home(shop: int) -> tuple[ConnectionSpec, bool]:
+        live = world.lifecycle.get(shop).writes == "tenant"
+        return (world.tenant(shop), False) if live else (world.source, True)
 
-    def tenant(self, shop: int) -> ConnectionSpec:
-        return self.admin.with_db(self.provisioner.naming.database_name(shop))
-
-    def home(self, shop: int) -> tuple[ConnectionSpec, bool]:
-        live = self.routing.get(shop).writes == "tenant"
-        return (self.tenant(shop), False) if live else (self.source, True)
+    return home
 
 
-@pytest.fixture(scope="module")
-def world(pg_server: ConnectionSpec, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    source = create_database(pg_server, "t_zdt_src")
-    seed_database(source, shops=len(SHOPS), scale=0.05, seed=9)
-    catalog = introspect(source, include=TENANT_TABLES)
-    registry = ConnectionRegistry(source, CredentialCipher(generate_key()))
-    registry.ensure_schema()
-    routing = RoutingTable(source)
-    routing.ensure_schema()
-    ns = unique_namespace()
-    prov = Provisioner(
-        pg_server, registry, tenant_migrations(catalog), naming=TenantNaming(ns + "shop_{id}_db", ns + "shop_user_{id}")
-    )
-    resolver = RouteResolver(routing, registry, source, ttl=0.5)
-    app = SimulatedApp(source, resolver, SHOPS, seed=4)
-    w = World(pg_server, source, catalog, prov, routing, app, {})
+@contextmanager
+def _app(world: World, seed: int) -> Iterator[SimulatedApp]:
+    resolver = RouteResolver(world.source, world.cipher, world.source, ttl=0.5)
+    app = SimulatedApp(world.source, resolver, world.shop_ids, seed=seed)
     try:
-        yield w
+        yield app
     finally:
         app.close()
-        prov.close()
-        registry.close()
-        drop_namespace(pg_server, ns)
-        drop_database(pg_server, source.dbname)
+        resolver.close()
+
+
+@contextmanager
+def _writing(app: SimulatedApp) -> Iterator[None]:
+    thread, stop = app.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _wait_for_writes(app: SimulatedApp, at_least: int, timeout: float = 120.0) -> None:
@@ -101,55 +62,55 @@ def _wait_for_writes(app: SimulatedApp, at_least: int, timeout: float = 120.0) -
         time.sleep(0.05)
 
 
-def test_writes_during_copy_and_sync_reach_the_tenants_and_cutover_verifies(world: World) -> None:
-    thread, stop = world.app.start()
-    try:
-        _wait_for_writes(world.app, 100)
-        with world.source.connect() as conn:
-            for shop in SHOPS:
-                assert capture.enable(conn, world.catalog, shop)  # before the bulk copy's snapshot
-        for shop in SHOPS:
-            world.provisioner.provision(shop)
-            copy_shop(world.source, world.tenant(shop), render(world.catalog), shop)
-        for shop in SHOPS:
-            result = capture.sync_source_to_tenant(world.source, world.tenant(shop), world.catalog, shop)
-            assert result.changes > 0 and result.lag is not None
-        _wait_for_writes(world.app, 1100)
-        # reads first, gradually: the bucket rule decides per shop, deterministically
-        world.routing.set_read_percent(50, "half of the shops read from their tenants")
-        for shop in SHOPS:
-            open_reads(world.routing, shop)
-        resolver = world.app.resolver
-        resolver.invalidate()
-        for shop in SHOPS:
-            expected = "tenant" if read_bucket(shop) < 50 else "shared"
-            assert resolver.resolve(shop, "read").target == expected
-            assert resolver.resolve(shop, "write").target == "shared"
-        for shop in SHOPS:
-            report = cut_over_writes(world.source, world.tenant(shop), world.catalog, world.routing, shop)
-            world.reports[shop] = report
-            # at cutover the tenant equals its source slice, table by table
-            assert [v.table for v in report.verification if not v.ok] == []
-            assert len(report.verification) == len(TENANT_TABLES)
-            assert report.route is not None and report.route.writes == "tenant" and report.route.state == "live"
-        _wait_for_writes(world.app, sum(world.app.writes.values()) + 150)  # the tenants take writes now
-    finally:
-        stop.set()
-        thread.join()
-    assert world.app.errors == []
-    assert sum(world.app.writes.values()) >= 1000
-    assert {"insert_customer", "update_customer", "count", "delete_bulk_row", "move"} <= set(world.app.ops)
-    assert world.app.fence_retries >= 0
-    # no write lost, none applied twice (counters would be off): every row is as the app left it
-    found = world.app.verify(world.home)
-    assert {s: r.missing for s, r in found.items() if r.missing} == {}
-    assert sum(r.rows for r in found.values()) > 200
-    history = [h.state for h in world.routing.history(SHOPS[0])]
-    assert history[-3:] == ["reads_rollout", "cutting_over", "live"] or history[-2:] == ["cutting_over", "live"]
+def _live(world: World, shop: int) -> None:
+    world.migrate(shop)
+    world.workflow.sync(shop)
+    world.workflow.cut_over(shop)
 
 
-def test_the_fence_refuses_a_cut_over_shops_writes_in_the_shared_database_only(world: World) -> None:
-    shop = SHOPS[0]
+def test_writes_during_copy_and_sync_reach_the_tenants_and_cutover_verifies(make_world: Callable[..., World]) -> None:
+    world = make_world(shops=4, scale=0.05, seed=9)
+    with _app(world, seed=4) as app:
+        with _writing(app):
+            _wait_for_writes(app, 100)
+            for shop in world.shop_ids:
+                world.migrate(shop)  # capture starts before each copy's snapshot, with the app writing
+            for shop in world.shop_ids:
+                result = world.workflow.sync(shop)
+                assert result.changes > 0
+            _wait_for_writes(app, 1100)
+            # reads first, gradually: the bucket rule decides per shop, deterministically
+            world.workflow.set_read_percent(50, "half of the shops read from their tenants")
+            for shop in world.shop_ids:
+                world.workflow.open_reads(shop)
+            app.resolver.invalidate()
+            for shop in world.shop_ids:
+                expected = "tenant" if read_bucket(shop) < 50 else "shared"
+                assert app.resolver.resolve(shop, "read").target == expected
+                assert app.resolver.resolve(shop, "write").target == "shared"
+            for shop in world.shop_ids:
+                report = world.workflow.cut_over(shop)
+                # at cutover the tenant equals its source slice, table by table
+                assert [v.table for v in report.verification if not v.ok] == []
+                assert len(report.verification) == len(world.catalog.tables)
+                record = world.lifecycle.get(shop)
+                assert (record.state, record.reads, record.writes) == (State.LIVE, "tenant", "tenant")
+            _wait_for_writes(app, sum(app.writes.values()) + 150)  # the tenants take writes now
+        assert app.errors == []
+        assert sum(app.writes.values()) >= 1000
+        assert {"insert_customer", "update_customer", "count", "delete_bulk_row", "move"} <= set(app.ops)
+        # no write lost, none applied twice (counters would be off): every row is as the app left it
+        found = app.verify(_home(world))
+        assert {s: r.missing for s, r in found.items() if r.missing} == {}
+        assert sum(r.rows for r in found.values()) > 200
+    history = [h.to_state for h in world.lifecycle.history(world.shop_ids[0])]
+    assert history[-3:] == ["reads_rollout", "cutting_over", "live"]
+
+
+def test_the_fence_refuses_a_cut_over_shops_writes_in_the_shared_database_only(make_world: Callable[..., World]) -> None:
+    world = make_world(shops=2, scale=0.05, seed=3)
+    shop = world.shop_ids[0]
+    _live(world, shop)
     with world.source.connect() as conn:
         with pytest.raises(psycopg.Error) as err:
             conn.execute("UPDATE customers SET phone = 'bypass' WHERE id = (SELECT min(id) FROM customers WHERE shop_id = %s)", (shop,))
@@ -160,6 +121,7 @@ def test_the_fence_refuses_a_cut_over_shops_writes_in_the_shared_database_only(w
             conn.execute("INSERT INTO customers (first_name, last_name, phone, shop_id) VALUES ('x', 'y', 'z', %s)", (shop,))
         conn.rollback()
         # a shop still on the shared database writes as before (a global row too)
+        conn.execute("UPDATE customers SET phone = phone WHERE shop_id = %s", (world.shop_ids[1],))
         conn.execute("UPDATE customers SET phone = phone WHERE shop_id IS NULL")
         conn.execute("INSERT INTO email_templates (name, subject, body, shop_id) VALUES ('g', 's', 'b', 0)")
         conn.rollback()
@@ -168,26 +130,27 @@ def test_the_fence_refuses_a_cut_over_shops_writes_in_the_shared_database_only(w
         assert err.value.sqlstate == "HS002"
 
 
-def test_rollback_of_the_cutover_copies_back_the_tenants_writes(world: World) -> None:
-    shop = SHOPS[1]
-    thread, stop = world.app.start()
-    before = sum(world.app.writes.values())
-    try:
-        _wait_for_writes(world.app, before + 150)  # writes into the live tenant
-        report = roll_back_cutover(world.source, world.tenant(shop), world.catalog, world.routing, shop)
-        assert report.changes_drained > 0
-        assert [v.table for v in report.verification if not v.ok] == []
-        assert world.routing.get(shop).writes == "shared" and world.routing.get(shop).reads == "shared"
-        _wait_for_writes(world.app, sum(world.app.writes.values()) + 100)  # and the app keeps going, on shared
-    finally:
-        stop.set()
-        thread.join()
-    assert world.app.errors == []
-    found = world.app.verify(world.home)
-    assert found[shop].missing == [] and found[shop].rows > 0
-    # the copy cannot run over a live tenant, but this one is not live any more
+def test_rollback_of_the_cutover_copies_back_the_tenants_writes(make_world: Callable[..., World]) -> None:
+    world = make_world(shops=2, scale=0.05, seed=5)
+    for shop in world.shop_ids:
+        _live(world, shop)
+    shop = world.shop_ids[1]
+    with _app(world, seed=8) as app:
+        with _writing(app):
+            _wait_for_writes(app, 150)  # writes into the live tenants
+            report = world.workflow.roll_back_cutover(shop)
+            assert report.changes_drained > 0
+            assert [v.table for v in report.verification if not v.ok] == []
+            record = world.lifecycle.get(shop)
+            assert (record.state, record.reads, record.writes) == (State.SYNCING, "shared", "shared")
+            _wait_for_writes(app, sum(app.writes.values()) + 100)  # and the app keeps going, on shared
+        assert app.errors == []
+        found = app.verify(_home(world))
+        assert found[shop].missing == [] and found[shop].rows > 0
     with world.source.connect() as conn:
         assert not capture.is_fenced(conn, shop) and capture.is_captured(conn, shop)
+    # and it can be cut over again
+    assert world.workflow.cut_over(shop).state == "live"
 
 
 def _checksums(spec: ConnectionSpec, catalog: Catalog, shops: list[int | None]) -> dict[tuple[str, int | None], object]:
@@ -205,45 +168,52 @@ def _checksums(spec: ConnectionSpec, catalog: Catalog, shops: list[int | None]) 
     return out
 
 
-def test_retirement_removes_exactly_the_shops_rows_and_restores_byte_for_byte(world: World, tmp_path: Path) -> None:
-    shop = SHOPS[2]
-    others: list[int | None] = [s for s in SHOPS if s != shop] + list(GLOBAL_SHOP_IDS) + [None]
-    with pytest.raises(RetirementRefused, match="not live|routing state 'shared'"):
-        archive = archive_shop(world.source, world.catalog, SHOPS[1], tmp_path)
-        retire_shop(world.source, world.catalog, archive, confirm=True, state=world.routing.get(SHOPS[1]).state)
-    archive = archive_shop(world.source, world.catalog, shop, tmp_path)
-    assert archive.rows > 0
+def test_retirement_removes_exactly_the_shops_rows_and_restores_byte_for_byte(make_world: Callable[..., World]) -> None:
+    world = make_world(shops=3, scale=0.05, seed=11)
+    shop, other = world.shop_ids[2], world.shop_ids[1]
+    _live(world, shop)
+    world.migrate(other)
+    others: list[int | None] = [s for s in world.shop_ids if s != shop] + list(GLOBAL_SHOP_IDS) + [None]
+    with pytest.raises(LifecycleRefused, match=f"shop {other} is verified: it cannot start retirement"):
+        world.workflow.retire(other, confirm=True)
     with pytest.raises(RetirementRefused, match="explicit confirmation"):
-        retire_shop(world.source, world.catalog, archive, confirm=False, state=world.routing.get(shop).state)
+        world.workflow.retire(shop, confirm=False)
     before_others = _checksums(world.source, world.catalog, others)
     before_shop = _checksums(world.source, world.catalog, [shop])
-    result = retire_shop(world.source, world.catalog, archive, confirm=True, state=world.routing.get(shop).state)
-    assert sum(result.deleted.values()) == archive.rows
+    report = world.workflow.retire(shop, confirm=True)
+    assert report.archive.rows > 0 and sum(report.deleted.values()) == report.archive.rows
+    assert world.lifecycle.get(shop).state == State.RETIRED
     after = _checksums(world.source, world.catalog, [shop])
     assert all(getattr(v, "rows", None) == 0 for v in after.values())
     assert _checksums(world.source, world.catalog, others) == before_others
     # the tenant still answers for the shop
-    with world.tenant(shop).connect() as tenant:
+    with world.app(shop).connect() as tenant:
         assert tenant.execute("SELECT count(*) FROM customers").fetchone()[0] > 0  # type: ignore[index]
-    # the way back: the archive comes back byte for byte, and nothing is duplicated by a second restore
-    restored = restore_shop(world.source, world.catalog, archive)
-    assert sum(restored.values()) == archive.rows
+    # the way back: the archive comes back byte for byte; a rerun of the restore duplicates nothing
+    restored = world.workflow.restore(shop)
+    assert sum(restored.values()) == report.archive.rows
     assert _checksums(world.source, world.catalog, [shop]) == before_shop
-    with pytest.raises(RetirementRefused, match="duplicate"):
-        restore_shop(world.source, world.catalog, archive)
+    assert world.lifecycle.get(shop).state == State.LIVE
+    with pytest.raises(LifecycleRefused, match="is live: it cannot start restore"):
+        world.workflow.restore(shop)
 
 
-def test_a_live_tenant_is_never_reloaded_and_phase3_can_be_undone(world: World) -> None:
-    shop = SHOPS[3]
-    with pytest.raises(CopyError, match="is live"):
-        copy_shop(world.source, world.tenant(shop), render(world.catalog), shop)
+def test_a_live_tenant_is_never_reloaded_and_phase3_can_be_undone(make_world: Callable[..., World]) -> None:
+    world = make_world(shops=1, scale=0.05, seed=13)
+    shop = world.shop_ids[0]
+    _live(world, shop)
+    with pytest.raises(LifecycleRefused, match="never reloaded: roll back the cutover first"):
+        world.workflow.copy(shop)
+    with pytest.raises(LifecycleRefused, match=f"shop {shop} is live: it cannot stop capture"):
+        world.workflow.stop_capture(shop)
+    world.workflow.roll_back_cutover(shop)
+    world.workflow.stop_capture(shop)
+    record = world.lifecycle.get(shop)
+    assert (record.state, record.captured) == (State.VERIFIED, False)
     with world.source.connect() as conn:
-        with pytest.raises(CaptureError, match="fenced"):
-            capture.disable(conn, shop)
-    roll_back_cutover(world.source, world.tenant(shop), world.catalog, world.routing, shop)
-    with world.source.connect() as conn:
-        capture.disable(conn, shop)
         assert not capture.is_captured(conn, shop)
         assert capture.lag(conn, shop).pending == 0
     with world.source.connect() as src, world.tenant(shop).connect() as tenant:
         assert all(v.ok for v in verify_tables(src, tenant, world.catalog, shop))
+    with pytest.raises(LifecycleRefused, match="not captured"):
+        world.workflow.sync(shop)

@@ -46,14 +46,18 @@ def preflight() -> Any:
     """Check the environment before any run: variables set, key well-formed, shared database reachable.
     Returns the source ConnectionSpec."""
     from handyshop_migration.tenancy.application.encryption import CredentialCipher
+    from handyshop_migration.tenancy.application.registry import ConnectionRegistry
     from handyshop_migration.tenancy.dsn import ConnectionSpec
 
     require(settings.REQUIRED_FOR_MIGRATION)
-    CredentialCipher.from_env()
+    cipher = CredentialCipher.from_env()
     source = ConnectionSpec.from_url(os.environ[settings.SOURCE_URL], name=settings.SOURCE_URL)
     source.connect().close()
     if os.environ.get(settings.ADMIN_URL):
         ConnectionSpec.from_url(os.environ[settings.ADMIN_URL], name=settings.ADMIN_URL).connect().close()
+    with ConnectionRegistry(source, cipher) as registry:
+        registry.ensure_schema()
+        registry.readable_by_active_key()  # another key than the registry's is refused before anything is written
     return source
 
 

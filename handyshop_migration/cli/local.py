@@ -12,9 +12,8 @@ from typing import Any
 
 from handyshop_migration import settings
 from handyshop_migration.cli.environment import dagster_instance, quiet_dagster, say
-from handyshop_migration.cli.runs import later_phases, run_phase0, shop_line, shop_names, summary
+from handyshop_migration.cli.runs import run_phase0, shop_line, shop_names, summary
 from handyshop_migration.tenancy.errors import ConfigurationError
-from handyshop_migration.tenancy.names import DEFAULT_DATABASE_PATTERN
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -37,17 +36,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         say(f"  {sum(report.table_rows.values())} rows in {len(report.table_rows)} tables")
         stack.apply_environment()
         from handyshop_migration.definitions import build_definitions
-        from handyshop_migration.pipeline.runner import migrate_shops
+        from handyshop_migration.pipeline.runner import advance_shops
+        from handyshop_migration.tenancy.lifecycle import Lifecycle
 
         instance = dagster_instance()
         defs = build_definitions()
+        lifecycle = Lifecycle(source)
         if args.through_phase >= 3:
             app, thread, stop = _start_app(source, report.shop_ids, args.seed)
             say("a simulated application writes to random shops from now on (through the routing function) …")
         phase0_ok, _ = run_phase0(defs, instance)
-        say(f"phases 1-2 for {len(report.shop_ids)} shops (one Dagster run each) …")
-        outcomes = migrate_shops(defs, instance, report.shop_ids, progress=lambda o: say(shop_line(o)))
-        later_phases(defs, instance, outcomes, args.through_phase, confirm_retirement=True)
+        say(f"{len(report.shop_ids)} shops through phase {args.through_phase} (one Dagster run per shop and phase) …")
+        outcomes = advance_shops(
+            defs, instance, lifecycle, report.shop_ids, args.through_phase, confirm_retirement=True,
+            progress=lambda o: say(shop_line(o)),
+        )
         writes = None
         if app is not None:
             stop.set()
@@ -55,10 +58,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             writes = _check_writes(app, stack, outcomes)
         say()
         say(summary(outcomes, shop_names(source), writes))
-        all_found = writes is None or all(w.found == w.rows for w in writes.values() if w.tenant)
+        all_found = writes is None or all(w.found == w.rows for w in writes.values())
         ok = (
             phase0_ok
-            and all(o.reached == args.through_phase and o.gates_failed == 0 for o in outcomes)
+            and all(o.done and o.gates_failed == 0 for o in outcomes)
             and all_found
             and (app is None or not app.errors)
         )
@@ -81,14 +84,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _start_app(source: Any, shops: Sequence[int], seed: int) -> tuple[Any, Any, Any]:
     from handyshop_migration.devtools.simulation import SimulatedApp
     from handyshop_migration.tenancy.application.encryption import CredentialCipher
-    from handyshop_migration.tenancy.application.registry import ConnectionRegistry
-    from handyshop_migration.tenancy.application.routing import RouteResolver, RoutingTable
+    from handyshop_migration.tenancy.application.routing import RouteResolver
+    from handyshop_migration.tenancy.workflow import ensure_control
 
-    registry = ConnectionRegistry(source, CredentialCipher.from_env())
-    registry.ensure_schema()
-    routing = RoutingTable(source)
-    routing.ensure_schema()
-    app = SimulatedApp(source, RouteResolver(routing, registry, source, ttl=1.0), shops, seed=seed)
+    cipher = CredentialCipher.from_env()
+    ensure_control(source, cipher)
+    app = SimulatedApp(source, RouteResolver(source, cipher, source, ttl=1.0), shops, seed=seed)
     thread, stop = app.start(pause=0.02)
     return app, thread, stop
 
@@ -96,19 +97,21 @@ def _start_app(source: Any, shops: Sequence[int], seed: int) -> tuple[Any, Any, 
 def _check_writes(app: Any, stack: Any, outcomes: Sequence[Any]) -> dict[int, Any]:
     """Per shop: writes the app made, and how many of the rows it wrote are as it left them where the shop
     lives now (its tenant once cut over, else the shared database)."""
-    from handyshop_migration.tenancy.application.routing import RoutingTable
+    from handyshop_migration.tenancy.application.encryption import CredentialCipher
+    from handyshop_migration.tenancy.application.registry import ConnectionRegistry
+    from handyshop_migration.tenancy.lifecycle import Lifecycle
 
-    routing = RoutingTable(stack.source)
-    naming = os.environ.get(settings.TENANT_DATABASE) or DEFAULT_DATABASE_PATTERN
+    lifecycle = Lifecycle(stack.source)
+    with ConnectionRegistry(stack.source, CredentialCipher.from_env()) as registry:
 
-    def home(shop: int) -> tuple[Any, bool]:
-        if routing.get(shop).writes == "tenant":
-            return stack.admin.with_db(naming.format(id=shop)), False
-        return stack.source, True
+        def home(shop: int) -> tuple[Any, bool]:
+            if lifecycle.get(shop).writes == "tenant":
+                return registry.get(shop).owner_spec(), False
+            return stack.source, True
 
-    results = app.verify(home)
+        results = app.verify(home)
     for shop, result in results.items():
-        result.tenant = routing.get(shop).writes == "tenant"
+        result.tenant = lifecycle.get(shop).writes == "tenant"
     return results
 
 

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 
 from handyshop_migration import settings
 from handyshop_migration.cli.environment import dagster_instance, preflight, quiet_dagster, say, table
-from handyshop_migration.cli.runs import later_phases, run_phase0, shop_line, shop_names, summary
+from handyshop_migration.cli.runs import run_phase0, shop_line, shop_names, summary
 from handyshop_migration.tenancy.errors import ConfigurationError
+from handyshop_migration.tenancy.names import DEFAULT_DATABASE_PATTERN
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -20,54 +21,76 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     catalog = load_catalog(os.environ.get(settings.CATALOG) or None)
     planned = None
-    if args.shops != "all":
+    if args.shops.strip() != "all":  # the connection budget plans for these shops
         planned = parse_shops(args.shops, list(shop_names(source, catalog)))
     ok, _ = run_phase0(build_definitions(catalog), dagster_instance(), planned)
     return 0 if ok else 1
 
 
 def parse_shops(text: str, available: Sequence[int]) -> list[int]:
-    if text == "all":
+    if text.strip() == "all":
         return list(available)
     try:
-        wanted = [int(x) for x in text.split(",") if x.strip()]
+        wanted = list(dict.fromkeys(int(x) for x in text.split(",") if x.strip()))
     except ValueError:
         raise ConfigurationError(f"--shops {text!r}: give 'all' or comma-separated shop ids, e.g. --shops 3,7,12") from None
+    if not wanted:
+        raise ConfigurationError(f"--shops {text!r} names no shop: give 'all' or comma-separated shop ids, e.g. --shops 3,7")
     unknown = sorted(set(wanted) - set(available))
     if unknown:
         raise ConfigurationError(
-            f"--shops names shops the shared database does not have: {', '.join(map(str, unknown))}."
+            f"--shops names shops the shared database does not have (or global ids): {', '.join(map(str, unknown))}."
         )
     return wanted
+
+
+def phase0_current(instance: object) -> bool:
+    """Whether the newest phase 0 run succeeded (a failed one — a backup that ran out of disk — is retried)."""
+    import dagster as dg
+
+    runs = instance.get_runs(dg.RunsFilter(job_name="prepare_source"), limit=1)  # type: ignore[attr-defined]
+    return bool(runs) and runs[0].status == dg.DagsterRunStatus.SUCCESS
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     source = preflight()
     quiet_dagster()
     from handyshop_migration.definitions import build_definitions
-    from handyshop_migration.pipeline.gates import VALIDATION
-    from handyshop_migration.pipeline.runner import migrate_shops
+    from handyshop_migration.pipeline.runner import advance_shops
     from handyshop_migration.tenancy.engine.catalog import load_catalog
+    from handyshop_migration.tenancy.lifecycle import Lifecycle
 
+    if args.through_phase == 5 and not args.confirm_retirement:
+        raise ConfigurationError(
+            "--through-phase 5 deletes the shops' rows from the shared database (after archiving them): "
+            "add --confirm-retirement to say so."
+        )
     catalog = load_catalog(os.environ.get(settings.CATALOG) or None)
     names = shop_names(source, catalog)
     global_ids = set(settings.global_shop_ids())
     shops = parse_shops(args.shops, [s for s in names if s not in global_ids])
     instance = dagster_instance()
     defs = build_definitions(catalog)
-    if not instance.fetch_materializations(VALIDATION, limit=1).records:
-        run_phase0(defs, instance, shops)
-    if args.through_phase == 5 and not args.confirm_retirement:
-        raise ConfigurationError(
-            "--through-phase 5 deletes the shops' rows from the shared database (after archiving them): "
-            "add --confirm-retirement to say so."
-        )
-    say(f"phases 1-2 for {len(shops)} shops …")
-    outcomes = migrate_shops(defs, instance, shops, progress=lambda o: say(shop_line(o)))
-    later_phases(defs, instance, outcomes, args.through_phase, confirm_retirement=args.confirm_retirement)
+    if not phase0_current(instance):
+        ok, lines = run_phase0(defs, instance, shops)
+        if any("source_backup" in line for line in lines):
+            say("no shop is migrated without a verified backup of the shared database: fix the cause above and run "
+                "again (phase 0 runs again first).")
+            return 1
+    lifecycle = Lifecycle(source)
+    lifecycle.ensure_schema()
+    naming = os.environ.get(settings.TENANT_DATABASE) or DEFAULT_DATABASE_PATTERN
+    say(f"{len(shops)} shops through phase {args.through_phase} …")
+    outcomes = advance_shops(
+        defs, instance, lifecycle, shops, args.through_phase, confirm_retirement=args.confirm_retirement,
+        naming=lambda s: naming.format(id=s), progress=lambda o: say(shop_line(o)),
+    )
     say()
     say(summary(outcomes, names))
-    return 0 if all(o.reached == args.through_phase for o in outcomes) else 1
+    done = sum(o.done for o in outcomes)
+    say(f"{done} of {len(outcomes)} shops are through phase {args.through_phase}"
+        + (f" ({sum(o.already for o in outcomes)} were already)" if any(o.already for o in outcomes) else "") + ".")
+    return 0 if done == len(outcomes) else 1
 
 
 WAYS_BACK = {1: "rollback_shop", 2: "rollback_copy", 3: "rollback_capture", 4: "rollback_cutover", 5: "restore_retired_shop"}
@@ -77,11 +100,13 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     preflight()
     quiet_dagster()
     from handyshop_migration.definitions import build_definitions
-    from handyshop_migration.pipeline.runner import run_job
+    from handyshop_migration.pipeline.runner import register_shops, run_job
 
     job = WAYS_BACK[args.phase]
+    instance = dagster_instance()
+    register_shops(instance, [args.shop])
     outcome = run_job(
-        build_definitions(), dagster_instance(), job, partition_key=str(args.shop),
+        build_definitions(), instance, job, partition_key=str(args.shop),
         run_config={"ops": {f"{job}_op": {"config": {"confirm": args.confirm}}}},
     )
     for failure in outcome.failures:
@@ -92,16 +117,19 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     quiet_dagster()
-    from handyshop_migration.definitions import build_definitions
     from handyshop_migration.pipeline.status import shop_status
+    from handyshop_migration.tenancy.dsn import ConnectionSpec
+    from handyshop_migration.tenancy.lifecycle import Lifecycle
 
     instance = dagster_instance()
-    defs = build_definitions()
-    rows = shop_status(defs, instance)
+    lifecycle = None
+    if os.environ.get(settings.SOURCE_URL):
+        lifecycle = Lifecycle(ConnectionSpec.from_url(os.environ[settings.SOURCE_URL], name=settings.SOURCE_URL))
+        lifecycle.ensure_schema()
+    rows = shop_status(instance, lifecycle)
     if not rows:
         say("no shops registered yet (run `handyshop-migration migrate` or let new_shops_sensor add them).")
         return 0
-    say(table(("shop", "phase", "gates passed", "gates failed", "rows", "registry", "route", "last run"),
-              [(r.shop, r.phase, r.gates_passed, r.gates_failed, r.rows, r.registry, r.route, r.last_run) for r in rows]))
+    say(table(("shop", "phase", "state", "route", "rows", "last error", "last run"),
+              [(r.shop, r.phase, r.state, r.route, r.rows, r.last_error, r.last_run) for r in rows]))
     return 0
-

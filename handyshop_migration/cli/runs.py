@@ -40,51 +40,35 @@ def run_phase0(defs: Any, instance: Any, shops: Sequence[int] | None = None) -> 
     return ok, lines
 
 
-PHASE_NAMES = {2: "verified", 3: "synced", 4: "cut over", 5: "retired"}
-
-
 def shop_line(o: Any) -> str:
-    state = PHASE_NAMES.get(o.reached, "NOT verified")
-    extra = f" — {o.notes[0]}" if o.notes and o.reached < max([2, *o.later]) else ""
-    seconds = o.run.seconds + sum(r.seconds for r in o.later.values())
+    """One line per shop: where it is now, what the runs of this command did, and why it stopped."""
+    done = "done" if o.done else "NOT done"
+    extra = f" — {o.notes[0]}" if o.notes and not o.done else ""
+    already = " (already there before this run)" if o.already else ""
     return (
-        f"  shop {o.shop_id}: {state}, {o.tables} tables, {o.rows} rows, {o.gates_passed} gates passed, "
-        f"{o.gates_failed} failed ({seconds:.1f}s){extra}"
+        f"  shop {o.shop_id}: {o.state} ({done}{already}), {o.tables} tables, {o.rows} rows, {o.gates_passed} gates "
+        f"passed, {o.gates_failed} failed ({o.seconds:.1f}s){extra}"
     )
 
 
-def later_phases(defs: Any, instance: Any, outcomes: Sequence[Any], through: int, confirm_retirement: bool) -> None:
-    """Phases 3..through for every shop that reached the phase before, phase by phase across shops."""
-    from handyshop_migration.pipeline.runner import advance_shop
-
-    for phase in range(3, through + 1):
-        ready = [o for o in outcomes if o.reached == phase - 1]
-        if not ready:
-            return
-        say(f"phase {phase} ({PHASE_NAMES[phase]}) for {len(ready)} shops …")
-        for o in ready:
-            advance_shop(defs, instance, o, phase, confirm_retirement=confirm_retirement)
-            say(shop_line(o))
-
-
 def summary(outcomes: Sequence[Any], names: dict[int, str], writes: dict[int, Any] | None = None) -> str:
-    headers = ["shop", "name", "tables", "rows", "gates passed", "gates failed", "verified", "phase"]
+    headers = ["shop", "name", "tables", "rows", "gates passed", "gates failed", "verified", "state"]
     if writes is not None:
-        headers += ["writes during migration", "found in tenant"]
+        headers += ["writes during migration", "found where it lives"]
     rows = []
     for o in outcomes:
         row: list[object] = [o.shop_id, names.get(o.shop_id, "")[:28], o.tables, o.rows, o.gates_passed,
-                             o.gates_failed, "yes" if o.verified else "NO", PHASE_NAMES.get(o.reached, "-")]
+                             o.gates_failed, "yes" if o.verified else "NO", o.state]
         if writes is not None:
             w = writes.get(o.shop_id)
-            row += [w.made if w else 0, f"{w.found}/{w.rows}" if w and w.tenant else "-"]
+            row += [w.made if w else 0, f"{w.found}/{w.rows}" if w else "-"]
         rows.append(row)
     total: list[object] = ["all", "", sum(o.tables for o in outcomes), sum(o.rows for o in outcomes),
                            sum(o.gates_passed for o in outcomes), sum(o.gates_failed for o in outcomes),
                            f"{sum(o.verified for o in outcomes)}/{len(outcomes)}", ""]
     if writes is not None:
         total += [sum(w.made for w in writes.values()),
-                  f"{sum(w.found for w in writes.values() if w.tenant)}/{sum(w.rows for w in writes.values() if w.tenant)}"]
+                  f"{sum(w.found for w in writes.values())}/{sum(w.rows for w in writes.values())}"]
     return table(headers, [*rows, total])
 
 

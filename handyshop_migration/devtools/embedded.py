@@ -44,7 +44,14 @@ def _run_as() -> pwd.struct_passwd | None:
     try:
         return pwd.getpwnam(SYSTEM_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--shell", "/bin/false", SYSTEM_USER], check=True, capture_output=True)
+        # root's sbin directories may be missing from PATH (env -i, cron, a CI's clean environment)
+        useradd = shutil.which("useradd", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+        if useradd is None:
+            raise ConfigurationError(
+                f"running as root, the embedded server needs the unprivileged user {SYSTEM_USER!r}, and there is no "
+                f"useradd to create it: create that user (e.g. `adduser --system {SYSTEM_USER}`) or run as another user."
+            ) from None
+        subprocess.run([useradd, "--system", "--shell", "/bin/false", SYSTEM_USER], check=True, capture_output=True)
         return pwd.getpwnam(SYSTEM_USER)
 
 

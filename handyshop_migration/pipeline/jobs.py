@@ -1,10 +1,11 @@
 """Jobs: phase 0 for the source, the per-shop phases, and the way back from every phase.
 
-Every job uses the in-process executor: one process per run keeps a shop's snapshot shared by all its
-steps (see phase2.py), and saves the seconds a subprocess per step would cost.
+Every job uses the in-process executor: a shop's steps are few (a step per phase), and a subprocess per
+step would cost seconds each.
 
 The ways back are op jobs partitioned by shop; each needs the shop's tenant database name typed into its
-run config as confirmation, and records on the assets it undoes that they were rolled back (gates.py).
+run config as confirmation, calls one workflow method (which refuses from a wrong state), and records on
+the assets it undoes that they were rolled back (for the UI; the lifecycle is what later steps go by).
 """
 
 from collections.abc import Callable
@@ -16,15 +17,10 @@ from pydantic import Field
 from handyshop_migration.pipeline import phase0, phase1, phase2, phase3, phase4, phase5
 from handyshop_migration.pipeline.gates import ROLLED_BACK
 from handyshop_migration.pipeline.partitions import shop_id
-from handyshop_migration.pipeline.resources import Registry, Router, SourceDatabase, TenantServer
-from handyshop_migration.tenancy.engine import capture
+from handyshop_migration.pipeline.resources import MigrationResource
 from handyshop_migration.tenancy.engine.catalog import Catalog
-from handyshop_migration.tenancy.engine.copy import SourceSnapshot, copy_shop, empty_tenant
-from handyshop_migration.tenancy.engine.cutover import roll_back_cutover
-from handyshop_migration.tenancy.engine.retirement import Archive, restore_shop
-from handyshop_migration.tenancy.engine.tenant_schema import render
-from handyshop_migration.tenancy.engine.verification import verify_copied_table
-from handyshop_migration.tenancy.errors import CutoverRefused, HandyshopError
+from handyshop_migration.tenancy.errors import HandyshopError
+from handyshop_migration.tenancy.workflow import Workflow
 
 
 def _group_job(name: str, groups: tuple[str, ...], description: str) -> object:
@@ -54,7 +50,8 @@ retire_shop = _group_job(
 )
 
 
-def build_verify_shop(checks: list[dg.AssetChecksDefinition]) -> object:
+def build_verify_shop(catalog: Catalog) -> object:
+    checks = [dg.AssetCheckKey(phase2.table_key(t.name), c) for t in catalog.tables for c in phase2.PARITY_CHECKS]
     return dg.define_asset_job(
         "verify_shop",
         selection=dg.AssetSelection.checks(*checks) | dg.AssetSelection.assets(phase2.SHOP_VERIFIED),
@@ -69,41 +66,27 @@ class WayBackConfig(dg.Config):
 
 
 @dataclass(frozen=True)
-class Resources:
-    source: SourceDatabase
-    tenant_server: TenantServer
-    router: Router
-    registry: Registry
-
-
-@dataclass(frozen=True)
 class WayBack:
     name: str
     phase: int
     description: str
     undoes: tuple[dg.AssetKey, ...]  # assets whose latest materialization no longer holds
-    action: Callable[[dg.OpExecutionContext, int, Resources], str]  # does it; returns what was done
+    action: Callable[[Workflow, int, str], str]  # does it (workflow, shop, run id); returns what was done
 
 
-def _way_back_job(way: WayBack) -> dg.JobDefinition:
+def _way_back_job(catalog: Catalog, way: WayBack) -> dg.JobDefinition:
     @dg.op(name=f"{way.name}_op", description=way.description)
-    def undo(
-        context: dg.OpExecutionContext,
-        config: WayBackConfig,
-        source: SourceDatabase,
-        tenant_server: TenantServer,
-        router: Router,
-        registry: Registry,
-    ) -> None:
+    def undo(context: dg.OpExecutionContext, config: WayBackConfig, migration: MigrationResource) -> None:
         shop = shop_id(context)
-        database = tenant_server.naming().database_name(shop)
+        workflow = migration.workflow(catalog)
+        database = workflow.provisioner.naming.database_name(shop)
         if config.confirm != database:
             raise dg.Failure(
                 description=f"{way.name} (the way back from phase {way.phase}) for shop {shop}: {way.description} "
                 f"To confirm, launch it with run config ops: {{{way.name}_op: {{config: {{confirm: {database}}}}}}}"
             )
         try:
-            done = way.action(context, shop, Resources(source, tenant_server, router, registry))
+            done = way.action(workflow, shop, context.run.run_id)
         except HandyshopError as exc:
             raise dg.Failure(description=f"{way.name} for shop {shop} refused: {exc}") from None
         for key in way.undoes:
@@ -127,74 +110,29 @@ def _way_back_job(way: WayBack) -> dg.JobDefinition:
 
 
 def build_way_back_jobs(catalog: Catalog, phase12_keys: list[dg.AssetKey]) -> list[dg.JobDefinition]:
-    schema = render(catalog)
+    def reload(w: Workflow, shop: int, run: str) -> str:
+        report = w.copy(shop)
+        if not report.verified:
+            raise HandyshopError("reloaded, but " + "; ".join(report.problems))
+        return f"reloaded {report.rows} rows in {len(report.tables)} tables from a fresh snapshot, all equal to the source"
 
-    def not_live(r: Resources, shop: int) -> None:
-        state = r.source.routing().get(shop)
-        if state.writes == "tenant" or state.state in ("cutting_over", "rolling_back", "retired"):
-            raise CutoverRefused(
-                f"shop {shop} is in routing state {state.state!r} (writes to {state.writes}); roll back the cutover first."
-            )
+    def stop_capture(w: Workflow, shop: int, run: str) -> str:
+        return f"capture stopped, {w.stop_capture(shop)} pending changes dropped (the tenant is frozen at its last sync)"
 
-    def deprovision(context: dg.OpExecutionContext, shop: int, r: Resources) -> str:
-        not_live(r, shop)
-        with r.source.connect() as conn:
-            dropped = capture.disable(conn, shop)
-        r.source.routing().set(shop, state="shared", reads="shared", writes="shared", reason=f"phase 1 rolled back ({context.run.run_id})")
-        r.router.get().close(shop)
-        result = r.tenant_server.provisioner(catalog).deprovision(shop)
-        return (
-            f"database dropped={result.dropped_database}, role dropped={result.dropped_role}, registry entry "
-            f"removed={result.removed_registry_entry}, {dropped} captured changes dropped"
-        )
-
-    def reload(context: dg.OpExecutionContext, shop: int, r: Resources) -> str:
-        not_live(r, shop)
-        tenant = r.tenant_server.tenant_admin(shop)
-        removed = empty_tenant(tenant, schema, shop)
-        copies = copy_shop(r.source.spec(), tenant, schema, shop)
-        with SourceSnapshot(r.source.spec()) as snap, tenant.connect() as tconn:
-            bad = [v.describe() for v in (verify_copied_table(snap.conn, tconn, catalog, c.table, shop) for c in copies) if not v.ok]
-        if bad:
-            raise CutoverRefused("reloaded, but " + "; ".join(bad))
-        return (
-            f"emptied ({removed} rows) and reloaded {sum(c.rows for c in copies)} rows in {len(copies)} tables, all "
-            "equal to the source; run verify_shop (or migrate_shop) to refresh the Dagster gates"
-        )
-
-    def stop_capture(context: dg.OpExecutionContext, shop: int, r: Resources) -> str:
-        not_live(r, shop)
-        with r.source.connect() as conn:
-            dropped = capture.disable(conn, shop)
-        return f"capture stopped, {dropped} pending changes dropped (the tenant is now frozen at its last sync)"
-
-    def back_to_shared(context: dg.OpExecutionContext, shop: int, r: Resources) -> str:
-        report = roll_back_cutover(
-            r.source.spec(), r.tenant_server.tenant_admin(shop), catalog, r.source.routing(), shop,
-            reason=f"rollback of the cutover (run {context.run.run_id})",
-        )
-        r.registry.get().set_status(shop, "verified")
+    def back_to_shared(w: Workflow, shop: int, run: str) -> str:
+        report = w.roll_back_cutover(shop, reason=f"rollback of the cutover (run {run})")
         return (
             f"copied back {report.changes_drained} changes the tenant took; {len(report.verification)} tables verified; "
             f"reads and writes go to the shared database (writes paused {report.fenced_seconds:.2f}s)"
         )
 
-    def restore(context: dg.OpExecutionContext, shop: int, r: Resources) -> str:
-        records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=phase5.LEGACY_RETIREMENT, asset_partitions=[context.partition_key]), limit=1
-        ).records
-        mat = records[0].asset_materialization if records else None
-        if mat is None or "archive" not in mat.metadata:
-            raise CutoverRefused(f"shop {shop} has no retirement archive recorded; nothing to restore.")
-        archive = Archive.load(str(mat.metadata["archive"].value))
-        restored = restore_shop(r.source.spec(), catalog, archive)
-        r.source.routing().set(shop, state="live", reason=f"retirement rolled back: archive {archive.path} restored", expect=("retired",))
-        r.registry.get().set_status(shop, "live")
-        return f"restored {sum(restored.values())} rows from {archive.path}, checksums equal the archive's"
+    def restore(w: Workflow, shop: int, run: str) -> str:
+        restored = w.restore(shop)
+        return f"restored {sum(restored.values())} rows, checksums equal the archive's"
 
     ways = [
-        WayBack("rollback_shop", 1, "Drop the shop's tenant database and role, its registry entry and its captured "
-                "changes; the shared database is untouched.", tuple(phase12_keys), deprovision),
+        WayBack("rollback_shop", 1, "Drop the shop's tenant database and roles, its registry entry and its captured "
+                "changes; the shared database is untouched.", tuple(phase12_keys), lambda w, s, r: w.deprovision(s)),
         WayBack("rollback_copy", 2, "Empty the shop's tenant tables and reload them from a fresh snapshot.",
                 (phase2.SHOP_VERIFIED,), reload),
         WayBack("rollback_capture", 3, "Stop capturing the shop's writes and drop its change log.",
@@ -204,4 +142,4 @@ def build_way_back_jobs(catalog: Catalog, phase12_keys: list[dg.AssetKey]) -> li
         WayBack("restore_retired_shop", 5, "Restore the shop's archived rows into the shared database, byte for byte.",
                 (phase5.LEGACY_RETIREMENT,), restore),
     ]
-    return [_way_back_job(w) for w in ways]
+    return [_way_back_job(catalog, w) for w in ways]

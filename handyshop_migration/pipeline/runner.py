@@ -1,9 +1,13 @@
 """Running the jobs from the command line (and tests and benchmarks): real runs on a real Dagster instance.
 
 Runs execute in this process (`execute_in_process`) and are recorded in the instance's storage, so the
-webserver shows them afterwards exactly as if launched from the UI. One run per shop: a range run would
-store its check results without partition (Dagster 1.13 keeps per-partition check results only for
+webserver shows them afterwards exactly as if launched from the UI. One run per shop and phase: a range run
+would store its check results without partition (Dagster 1.13 keeps per-partition check results only for
 single-partition runs).
+
+What to run next for a shop is read from its lifecycle: `advance` runs the jobs that take it from where it
+is (including a step that was interrupted: provisioning, copying, cutting over, retiring) to the phase
+asked for, and stops at the first failure. A shop already there (or past it) is done, not an error.
 """
 
 import time
@@ -14,10 +18,29 @@ from typing import Any
 import dagster as dg
 
 from handyshop_migration.pipeline.partitions import SHOPS
-from handyshop_migration.pipeline.phase2 import SHOP_VERIFIED, SOURCE_POOL
+from handyshop_migration.pipeline.phase2 import SOURCE_POOL
+from handyshop_migration.tenancy.lifecycle import PHASE, Lifecycle, ShopState, State
 
 # The CLI prints its own summary; every event still goes to the event log (and the UI).
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+# The states each `--through-phase` aims at (reached once the shop is in one of them or beyond).
+TARGETS: dict[int, frozenset[State]] = {
+    2: frozenset({State.VERIFIED, State.SYNCING, State.READS_ROLLOUT, State.CUTTING_OVER, State.LIVE, State.RETIRING,
+                  State.RETIRED}),
+    3: frozenset({State.SYNCING, State.READS_ROLLOUT, State.CUTTING_OVER, State.LIVE, State.RETIRING, State.RETIRED}),
+    4: frozenset({State.LIVE, State.RETIRING, State.RETIRED}),
+    5: frozenset({State.RETIRED}),
+}
+# Where an interrupted way back is finished (the forward path never guesses about those).
+WAY_BACK_IN_PROGRESS = {
+    State.ROLLING_BACK: "the rollback of its cutover was interrupted: finish it with `handyshop-migration rollback --phase 4 "
+    "--shop {shop} --confirm {database}`",
+    State.RESTORING: "the restore of its archive was interrupted: finish it with `handyshop-migration rollback --phase 5 "
+    "--shop {shop} --confirm {database}`",
+    State.DEPROVISIONING: "its deprovisioning was interrupted: finish it with `handyshop-migration rollback --phase 1 "
+    "--shop {shop} --confirm {database}`",
+}
 
 
 @dataclass
@@ -31,6 +54,7 @@ class CheckOutcome:
 
 @dataclass
 class RunOutcome:
+    job: str
     run_id: str
     success: bool
     seconds: float
@@ -50,35 +74,50 @@ class RunOutcome:
 @dataclass
 class ShopOutcome:
     shop_id: int
-    run: RunOutcome
-    tables: int = 0
-    rows: int = 0
-    verified: bool = False
+    target: int
+    runs: list[RunOutcome] = field(default_factory=list)
+    record: ShopState | None = None
     notes: list[str] = field(default_factory=list)
-    later: dict[int, RunOutcome] = field(default_factory=dict)  # phase -> its run (3, 4, 5)
+    already: bool = False  # it was at (or past) the target before this command
 
     @property
     def reached(self) -> int:
-        """The last phase whose run succeeded (2 when verified)."""
-        phase = 2 if self.verified else 0
-        for p in sorted(self.later):
-            if not self.later[p].success:
-                break
-            phase = p
-        return phase
+        return PHASE[self.record.state] if self.record else 0
+
+    @property
+    def done(self) -> bool:
+        return self.record is not None and self.record.state in TARGETS[self.target]
+
+    @property
+    def state(self) -> str:
+        return self.record.state.value if self.record else "unknown"
+
+    @property
+    def tables(self) -> int:
+        return int(self.record.details.get("tables", 0)) if self.record else 0
+
+    @property
+    def rows(self) -> int:
+        return int(self.record.details.get("rows", 0)) if self.record else 0
+
+    @property
+    def verified(self) -> bool:
+        return self.record is not None and self.record.state in TARGETS[2]
 
     @property
     def gates_passed(self) -> int:
-        return sum(1 for r in (self.run, *self.later.values()) for c in r.checks if c.passed)
+        return sum(1 for r in self.runs for c in r.checks if c.passed)
 
     @property
     def gates_failed(self) -> int:
-        return sum(len(r.failed_checks) for r in (self.run, *self.later.values())) + sum(
-            1 for r in self.later.values() if not r.success
-        )
+        return sum(len(r.failed_checks) for r in self.runs) + sum(1 for r in self.runs if not r.success and not r.failed_checks)
+
+    @property
+    def seconds(self) -> float:
+        return sum(r.seconds for r in self.runs)
 
 
-def _outcome(result: dg.ExecuteInProcessResult, seconds: float) -> RunOutcome:
+def _outcome(job: str, result: dg.ExecuteInProcessResult, seconds: float) -> RunOutcome:
     checks = [
         CheckOutcome(
             asset="/".join(e.asset_key.path),
@@ -97,7 +136,19 @@ def _outcome(result: dg.ExecuteInProcessResult, seconds: float) -> RunOutcome:
             failures.append(f"{event.step_key}: {_message(err)}")
         elif event.event_type_value == "ASSET_MATERIALIZATION":
             materialized.append("/".join(event.asset_key.path))  # type: ignore[union-attr]
-    return RunOutcome(result.run_id, result.success, seconds, checks, failures, materialized)
+    for c in checks:
+        if not c.passed and c.severity == "ERROR":
+            failures.append(f"{c.asset}:{c.check} failed: {_check_detail(c)}")
+    return RunOutcome(job, result.run_id, result.success, seconds, checks, failures, materialized)
+
+
+def _check_detail(c: CheckOutcome) -> str:
+    """What a failed check saw, in one line: its own message if it has one, else its numbers."""
+    for key in ("error", "first", "login_error", "problems"):
+        if c.metadata.get(key):
+            return str(c.metadata[key])
+    shown = {k: v for k, v in c.metadata.items() if isinstance(v, int | str | float) and len(str(v)) < 80}
+    return ", ".join(f"{k}={v}" for k, v in shown.items()) or "see its metadata in the UI"
 
 
 def _message(err: Any) -> str:
@@ -151,7 +202,7 @@ def run_job(
         tags=tags,
         raise_on_error=False,
     )
-    return _outcome(result, time.perf_counter() - started)
+    return _outcome(job, result, time.perf_counter() - started)
 
 
 def register_shops(instance: dg.DagsterInstance, shop_ids: Iterable[int]) -> list[str]:
@@ -163,53 +214,86 @@ def register_shops(instance: dg.DagsterInstance, shop_ids: Iterable[int]) -> lis
     return new
 
 
-def migrate_shop(defs: dg.Definitions, instance: dg.DagsterInstance, shop_id: int, job: str = "migrate_shop") -> ShopOutcome:
-    register_shops(instance, [shop_id])
-    run = run_job(defs, instance, job, partition_key=str(shop_id), tags={"handyshop/shop": str(shop_id)})
-    outcome = ShopOutcome(shop_id, run)
-    parity = [c for c in run.checks if c.check == "row_count_parity"]
-    outcome.tables = len(parity)
-    outcome.rows = sum(int(c.metadata.get("tenant_rows", 0)) for c in parity)
-    outcome.verified = "/".join(SHOP_VERIFIED.path) in run.materialized
-    outcome.notes = run.failures
-    return outcome
-
-
-def migrate_shops(
-    defs: dg.Definitions,
-    instance: dg.DagsterInstance,
-    shop_ids: Iterable[int],
-    *,
-    job: str = "migrate_shop",
-    progress: Callable[[ShopOutcome], None] | None = None,
-) -> list[ShopOutcome]:
-    shop_ids = list(shop_ids)
-    register_shops(instance, shop_ids)
-    outcomes = []
-    for shop in shop_ids:
-        outcome = migrate_shop(defs, instance, shop, job)
-        outcomes.append(outcome)
-        if progress:
-            progress(outcome)
-    return outcomes
-
-
-PHASE_JOBS = {3: "sync_shop", 4: "cutover_shop", 5: "retire_shop"}
-
-
 def retirement_config(shop_id: int) -> dict[str, Any]:
     from handyshop_migration.pipeline.phase5 import confirmation
 
     return {"ops": {"legacy_retirement": {"config": {"confirm": confirmation(shop_id)}}}}
 
 
-def advance_shop(
-    defs: dg.Definitions, instance: dg.DagsterInstance, outcome: ShopOutcome, phase: int, *, confirm_retirement: bool = False
-) -> RunOutcome:
-    """Run phase 3, 4 or 5 for a shop that reached the phase before; the outcome records it."""
-    config = retirement_config(outcome.shop_id) if phase == 5 and confirm_retirement else None
-    run = run_job(defs, instance, PHASE_JOBS[phase], partition_key=str(outcome.shop_id), run_config=config,
-                  tags={"handyshop/shop": str(outcome.shop_id)})
-    outcome.later[phase] = run
-    outcome.notes.extend(run.failures)
-    return run
+def next_job(record: ShopState | None, through: int) -> str | None:
+    """The job that takes a shop one step towards `through` from where its lifecycle says it is."""
+    state = record.state if record else State.REGISTERED
+    if state in TARGETS[through]:
+        return None
+    if state in (State.REGISTERED, State.PROVISIONING, State.PROVISIONED, State.COPYING, State.COPIED):
+        return "migrate_shop"
+    if state == State.VERIFIED:
+        return "sync_shop"
+    if state in (State.SYNCING, State.READS_ROLLOUT, State.CUTTING_OVER):
+        return "sync_shop" if through == 3 else "cutover_shop"
+    if state in (State.LIVE, State.RETIRING):
+        return "retire_shop"
+    return None
+
+
+def advance(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    lifecycle: Lifecycle,
+    shop_id: int,
+    through: int,
+    *,
+    confirm_retirement: bool = False,
+    database: str = "",
+) -> ShopOutcome:
+    """Run the jobs that take the shop from its lifecycle state to phase `through`, one at a time."""
+    register_shops(instance, [shop_id])
+    lifecycle.ensure_schema()
+    lifecycle.register([shop_id])
+    outcome = ShopOutcome(shop_id, through)
+    outcome.record = lifecycle.find(shop_id)
+    outcome.already = outcome.done
+    tags = {"handyshop/shop": str(shop_id)}
+    for _ in range(8):  # each job moves the shop at least one state on, or fails
+        if outcome.record is not None and outcome.record.state in WAY_BACK_IN_PROGRESS:
+            outcome.notes.append(WAY_BACK_IN_PROGRESS[outcome.record.state].format(shop=shop_id, database=database))
+            break
+        job = next_job(outcome.record, through)
+        if job is None:
+            break
+        config = retirement_config(shop_id) if job == "retire_shop" and confirm_retirement else None
+        run = run_job(defs, instance, job, partition_key=str(shop_id), run_config=config, tags=tags)
+        outcome.runs.append(run)
+        before = outcome.record.state if outcome.record else None
+        outcome.record = lifecycle.find(shop_id)
+        if not run.success:
+            outcome.notes.extend(run.failures or [f"{job} failed (run {run.run_id})"])
+            break
+        if outcome.record is not None and outcome.record.state == before and job != "sync_shop":
+            outcome.notes.append(f"{job} succeeded but the shop stayed {before.value if before else 'unregistered'}")
+            break
+    return outcome
+
+
+def advance_shops(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    lifecycle: Lifecycle,
+    shop_ids: Iterable[int],
+    through: int,
+    *,
+    confirm_retirement: bool = False,
+    naming: Callable[[int], str] = str,
+    progress: Callable[[ShopOutcome], None] | None = None,
+) -> list[ShopOutcome]:
+    shop_ids = list(shop_ids)
+    register_shops(instance, shop_ids)
+    outcomes = []
+    for shop in shop_ids:
+        outcome = advance(
+            defs, instance, lifecycle, shop, through, confirm_retirement=confirm_retirement, database=naming(shop)
+        )
+        outcomes.append(outcome)
+        if progress:
+            progress(outcome)
+    return outcomes

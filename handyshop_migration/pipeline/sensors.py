@@ -12,13 +12,13 @@ import time
 import dagster as dg
 
 from handyshop_migration import settings
-from handyshop_migration.pipeline.gates import VALIDATION, is_current
+from handyshop_migration.pipeline.gates import VALIDATION
 from handyshop_migration.pipeline.partitions import SHOPS, shops_partitions
-from handyshop_migration.pipeline.phase2 import SHOP_VERIFIED
 from handyshop_migration.pipeline.resources import SourceDatabase
 from handyshop_migration.tenancy.engine import capture
 from handyshop_migration.tenancy.engine.catalog import Catalog, load_catalog
 from handyshop_migration.tenancy.engine.shops import list_shops
+from handyshop_migration.tenancy.lifecycle import State
 
 
 def build_new_shops_sensor(
@@ -58,7 +58,7 @@ def build_new_shops_sensor(
 
 def build_sync_sensor(job: dg.JobDefinition | object, minimum_interval_seconds: int) -> dg.SensorDefinition:
     """Keeps captured shops in step until their cutover: a sync run for each verified shop with pending
-    changes. One query per tick (the change log's counts per shop)."""
+    changes. Two queries per tick (the change log's counts per shop, and the shops' lifecycle states)."""
 
     @dg.sensor(
         name="shop_sync_sensor",
@@ -70,7 +70,10 @@ def build_sync_sensor(job: dg.JobDefinition | object, minimum_interval_seconds: 
     def shop_sync_sensor(context: dg.SensorEvaluationContext, source: SourceDatabase) -> dg.SensorResult | dg.SkipReason:
         with source.connect() as conn:
             pending = {shop: lag for shop, lag in capture.lags(conn).items() if lag.pending}
-        ready = [s for s in sorted(pending) if is_current(context.instance, SHOP_VERIFIED, str(s))]
+        if not pending:
+            return dg.SkipReason("no captured shop has pending changes")
+        syncable = {State.VERIFIED, State.SYNCING}
+        ready = [r.shop_id for r in source.lifecycle().all(sorted(pending)) if r.state in syncable and r.captured]
         if not ready:
             return dg.SkipReason("no verified shop has pending changes")
         tick = int(time.time()) // max(minimum_interval_seconds, 1)

@@ -1,95 +1,76 @@
-"""Where a migration of hundreds of shops stands, read from Dagster's records and the registry."""
+"""Where a migration of hundreds of shops stands: the shops' lifecycle (one query), and the last run of each
+(one query over Dagster's run storage)."""
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import dagster as dg
-from dagster._core.event_api import PartitionKeyFilter
 
-from handyshop_migration import settings
-from handyshop_migration.pipeline.gates import current_partitions
 from handyshop_migration.pipeline.partitions import SHOPS
-from handyshop_migration.pipeline.phase1 import TENANT_DATABASE
-from handyshop_migration.pipeline.phase2 import SHOP_VERIFIED
-from handyshop_migration.pipeline.phase3 import TENANT_SYNC
-from handyshop_migration.pipeline.phase4 import TENANT_CUTOVER
-from handyshop_migration.pipeline.phase5 import LEGACY_RETIREMENT
+from handyshop_migration.tenancy.lifecycle import Lifecycle, ShopState, State
 
-# (label, asset) in phase order: a shop's phase is the last of these materialized (and not rolled back).
-PHASES: list[tuple[str, dg.AssetKey]] = [
-    ("1 provisioned", TENANT_DATABASE),
-    ("2 verified", SHOP_VERIFIED),
-    ("3 syncing", TENANT_SYNC),
-    ("4 cut over", TENANT_CUTOVER),
-    ("5 retired", LEGACY_RETIREMENT),
-]
+PHASE_LABELS = {0: "0 registered", 1: "1 provisioned", 2: "2 copied", 3: "3 syncing", 4: "4 cut over", 5: "5 retired"}
 
 
 @dataclass(frozen=True)
 class ShopStatus:
     shop: str
     phase: str
-    gates_passed: int
-    gates_failed: int
-    rows: str
-    registry: str
+    state: str
     route: str
+    rows: str
+    last_error: str
     last_run: str
 
 
-def _control_state() -> tuple[dict[int, str], dict[int, str]]:
-    """Registry status and routing state per shop, when the environment names the control database."""
-    if settings.missing(settings.REQUIRED_FOR_MIGRATION):
-        return {}, {}
-    from handyshop_migration.tenancy.application.encryption import CredentialCipher
-    from handyshop_migration.tenancy.application.registry import ConnectionRegistry
-    from handyshop_migration.tenancy.application.routing import RoutingTable
-    from handyshop_migration.tenancy.dsn import ConnectionSpec
-
-    source = ConnectionSpec.from_url(os.environ[settings.SOURCE_URL], name=settings.SOURCE_URL)
-    with ConnectionRegistry(source, CredentialCipher.from_env()) as registry:
-        statuses = {c.shop_id: c.status for c in registry.list()}
-    routing = RoutingTable(source)
-    routing.ensure_schema()
-    routes = {r.shop_id: f"{r.state} (reads {r.reads}, writes {r.writes})" for r in routing.all()}
-    return statuses, routes
+def _label(record: ShopState | None) -> str:
+    if record is None:
+        return "0 registered"
+    if record.state in (State.COPYING, State.COPIED):
+        return "2 copying" if record.state == State.COPYING else "2 copied, not verified"
+    if record.state == State.VERIFIED:
+        return "2 verified"
+    if record.state in (State.READS_ROLLOUT, State.CUTTING_OVER, State.ROLLING_BACK):
+        return f"4 {record.state.value.replace('_', ' ')}"
+    if record.state == State.LIVE:
+        return "4 live"
+    return PHASE_LABELS[record.phase] if record.state != State.PROVISIONING else "1 provisioning"
 
 
-def shop_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[ShopStatus]:
+def _last_runs(instance: dg.DagsterInstance, shops: list[str]) -> dict[str, str]:
+    """The newest run of each shop, from one query (runs are tagged with their partition)."""
+    out: dict[str, str] = {}
+    if not shops:
+        return out
+    for record in instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": shops})):
+        shop = record.dagster_run.tags.get("dagster/partition")
+        if shop is None or shop in out:
+            continue  # newest first: the first one seen is the last run
+        when = record.end_time or record.start_time
+        stamp = datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d %H:%M") if when else ""
+        out[shop] = f"{record.dagster_run.status.value.lower()} {record.dagster_run.job_name} {stamp}".strip()
+    return out
+
+
+def shop_status(instance: dg.DagsterInstance, lifecycle: Lifecycle | None) -> list[ShopStatus]:
     shops = instance.get_dynamic_partitions(SHOPS)
-    graph = defs.resolve_asset_graph()
-    check_keys = [k for k in graph.asset_check_keys if graph.get(k.asset_key).partitions_def is not None]
-    materialized = {key: current_partitions(instance, key) for _, key in PHASES}
-    registry, routes = _control_state()
+    records = {r.shop_id: r for r in lifecycle.all()} if lifecycle is not None else {}
+    for shop_id in records:
+        if str(shop_id) not in shops:
+            shops.append(str(shop_id))  # migrated by the library outside Dagster
+    runs = _last_runs(instance, shops)
     rows = []
-    for shop in sorted(shops, key=lambda s: (len(s), s)):
-        phase = "0 registered"
-        for label, key in PHASES:
-            if shop in materialized[key]:
-                phase = label
-        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-            check_keys, partition_filter=PartitionKeyFilter(key=shop)
-        )
-        evaluations = [r.event.asset_check_evaluation for r in latest.values() if r.event]
-        passed = sum(1 for e in evaluations if e is not None and e.passed)
-        failed = sum(1 for e in evaluations if e is not None and not e.passed)
-        total = ""
-        if shop in materialized[SHOP_VERIFIED]:
-            records = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=SHOP_VERIFIED, asset_partitions=[shop]), limit=1
-            ).records
-            mat = records[0].asset_materialization if records else None
-            if mat is not None and "rows" in mat.metadata:
-                total = str(mat.metadata["rows"].value)
-        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": shop}), limit=1)
-        last = ""
-        if runs:
-            record = instance.get_run_record_by_id(runs[0].run_id)
-            when = record.end_time or record.start_time if record else None
-            stamp = datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d %H:%M") if when else ""
-            last = f"{runs[0].status.value.lower()} {stamp}".strip()
+    for shop in sorted(set(shops), key=lambda s: (len(s), s)):
+        record = records.get(int(shop))
         rows.append(
-            ShopStatus(shop, phase, passed, failed, total, registry.get(int(shop), ""), routes.get(int(shop), "shared"), last)
+            ShopStatus(
+                shop=shop,
+                phase=_label(record),
+                state=record.state.value if record else "unknown",
+                route=f"reads {record.reads}, writes {record.writes}" if record else "shared",
+                rows=str(record.details.get("rows", "")) if record else "",
+                last_error=(record.last_error or "")[:120] if record else "",
+                last_run=runs.get(shop, ""),
+            )
         )
     return rows

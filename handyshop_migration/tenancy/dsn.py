@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
+import psycopg.sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from handyshop_migration.tenancy.errors import ConfigurationError, ConnectionFailed
@@ -23,6 +24,18 @@ SESSION_SETTINGS: dict[str, str] = {
     "client_encoding": "UTF8",
 }
 
+# For sessions in tenant databases: built-in functions and operators resolve first, then only the schemas
+# of the tenant tables (owned by the tenant's owner role; the application's role cannot create in them), never
+# "$user" (a schema of the owner role's name could be made by the database's owner) nor pg_temp first. So
+# nothing a tenant's application put anywhere (an operator, a function overload) resolves in our sessions.
+PINNED_SEARCH_PATH: dict[str, str] = {"search_path": "pg_catalog,pg_temp"}
+
+
+def pinned_search_path(*schemas: str) -> dict[str, str]:
+    """Session settings for our connections to a tenant database whose tables live in `schemas`."""
+    quoted = ",".join(psycopg.sql.Identifier(s).as_string(None) for s in schemas)
+    return {"search_path": f"pg_catalog,{quoted},pg_temp" if schemas else "pg_catalog,pg_temp"}
+
 
 @dataclass(frozen=True)
 class ConnectionSpec:
@@ -33,6 +46,8 @@ class ConnectionSpec:
     dbname: str
     sslmode: str | None = None
     application_name: str = APPLICATION_NAME
+    # session settings every connection of this spec gets (e.g. a pinned search_path for tenant databases)
+    settings: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_url(cls, url: str | Secret, *, name: str = "database URL") -> ConnectionSpec:
@@ -97,6 +112,9 @@ class ConnectionSpec:
     def with_user(self, user: str, password: Secret | None) -> ConnectionSpec:
         return replace(self, user=user, password=password)
 
+    def with_settings(self, settings: dict[str, str]) -> ConnectionSpec:
+        return replace(self, settings=tuple(sorted({**dict(self.settings), **settings}.items())))
+
     def describe(self) -> str:
         return f"{self.user}@{self.host}:{self.port}/{self.dbname}"
 
@@ -105,9 +123,19 @@ class ConnectionSpec:
 
     __str__ = __repr__
 
-    def connect(self, *, autocommit: bool = False, connect_timeout: int = 10, **kwargs: Any) -> psycopg.Connection:
-        """Open a connection with the shared session settings; failures name the target, never the password."""
-        options = " ".join(f"-c {k}={v.replace(' ', '')}" for k, v in SESSION_SETTINGS.items())
+    def connect(
+        self,
+        *,
+        autocommit: bool = False,
+        connect_timeout: int = 10,
+        settings: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> psycopg.Connection:
+        """Open a connection with the shared session settings (plus `settings`, e.g. PINNED_SEARCH_PATH);
+        failures name the target, never the password."""
+        options = " ".join(
+            f"-c {k}={v.replace(' ', '')}" for k, v in {**SESSION_SETTINGS, **dict(self.settings), **(settings or {})}.items()
+        )
         try:
             conn = psycopg.connect(
                 self.conninfo(connect_timeout=connect_timeout, options=options), autocommit=autocommit, **kwargs

@@ -73,3 +73,7 @@ class LifecycleRefused(HandyshopError):
 
 class UnexpectedResult(HandyshopError):
     """A query that always returns a row returned none: the server or a concurrent change broke an invariant."""
+
+
+class ExportError(HandyshopError):
+    """Writing the registry into the app's tenant_connections table failed; nothing was written."""

@@ -16,8 +16,12 @@ CAPTURE_SCHEMA = "handyshop_capture"
 
 # The real app's names for a shop's database and role (`{id}` is the shop id).
 DEFAULT_DATABASE_PATTERN = "shop_{id}_db"
-DEFAULT_ROLE_PATTERN = "shop_user_{id}"
-TEMPLATE_PATTERN = "handyshop_tenant_template_{fingerprint}"
+DEFAULT_ROLE_PATTERN = "shop_user_{id}"  # the application's role: data only
+DEFAULT_OWNER_PATTERN = "shop_owner_{id}"  # the migration's per-tenant owner of every object in the database
+# Template databases (one per tenant schema version) and the NOLOGIN role owning their objects until each
+# new tenant database hands them to its owner role. "v2": templates whose objects the admin owned are not reused.
+TEMPLATE_PATTERN = "handyshop_tenant_template_v2_{fingerprint}"
+TEMPLATE_OWNER = "handyshop_tenant_template_owner"
 
 # Shop ids that mark global rows in the Handyshop app, not tenants: 0 = global print/e-mail templates,
 # 1682 = the "superadmin shop" holding the device catalog (NULL is global too, and never a shop id).

@@ -14,10 +14,11 @@ import pytest
 from handyshop_migration import settings
 from handyshop_migration.definitions import build_definitions
 from handyshop_migration.devtools.seed import SeedReport, seed_database
-from handyshop_migration.pipeline.runner import run_job
+from handyshop_migration.pipeline.runner import ShopOutcome, advance, run_job
 from handyshop_migration.tenancy.application.encryption import CredentialCipher
 from handyshop_migration.tenancy.application.registry import ConnectionRegistry
-from handyshop_migration.tenancy.dsn import ConnectionSpec
+from handyshop_migration.tenancy.dsn import ConnectionSpec, pinned_search_path
+from handyshop_migration.tenancy.lifecycle import Lifecycle
 from handyshop_migration_tests.support.databases import (
     create_database,
     drop_database,
@@ -36,11 +37,30 @@ class Stack:
     instance: dg.DagsterInstance
     defs: dg.Definitions
 
+    def database(self, shop: int) -> str:
+        return self.env[settings.TENANT_DATABASE].format(id=shop)
+
     def tenant(self, shop: int) -> ConnectionSpec:
-        return self.admin.with_db(self.env[settings.TENANT_DATABASE].format(id=shop))
+        """The migration's way into a shop's tenant database (its owner role, search path pinned)."""
+        with self.registry() as registry:
+            return registry.get(shop).owner_spec().with_settings(pinned_search_path("public"))
+
+    def app(self, shop: int) -> ConnectionSpec:
+        """The application's way into a shop's tenant database."""
+        with self.registry() as registry:
+            return registry.get(shop).spec()
 
     def registry(self) -> ConnectionRegistry:
         return ConnectionRegistry(self.source, CredentialCipher(self.env[settings.ENCRYPTION_KEY]))
+
+    def lifecycle(self) -> Lifecycle:
+        return Lifecycle(self.source)
+
+    def migrate(self, shop: int, through: int = 2, **kwargs: object) -> ShopOutcome:
+        """Take a shop to phase `through` from wherever it is (what `migrate` does), asserting it got there."""
+        outcome = advance(self.defs, self.instance, self.lifecycle(), shop, through, **kwargs)  # type: ignore[arg-type]
+        assert outcome.done, outcome.notes
+        return outcome
 
 
 @contextmanager

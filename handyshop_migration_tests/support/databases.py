@@ -50,7 +50,8 @@ def drop_namespace(admin: ConnectionSpec, namespace: str) -> None:
         for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (pattern,)).fetchall():
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         for (name,) in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE %s", (pattern,)).fetchall():
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+            # DROP OWNED here revokes its privileges on shared objects too (the replica-mode parameter grant)
+            conn.execute(sql.SQL("DROP OWNED BY {}; DROP ROLE IF EXISTS {}").format(sql.Identifier(name), sql.Identifier(name)))
 
 
 def fingerprint(spec: ConnectionSpec) -> dict[str, tuple[int, int]]:

@@ -1,8 +1,14 @@
 """Where each shop's database is and how to log in to it, persisted encrypted in a control table.
 
-Unlike the app's ConnectionRegistry (reference §4.1) persistence is always on and goes to one place
-(the control database the caller names), the cache is a real LRU with a bound and a TTL, and the
-cache holds only ciphertext, so no decrypted password sits in memory between calls.
+Two logins per shop: the application's role (`shop_user_N`: data only) and the migration's per-tenant owner
+(`shop_owner_N`: owns the tenant's objects; what the migration logs in as, so that nothing a tenant can create
+ever runs with more than that one database's rights). Both passwords are stored encrypted, each bound to its
+shop and role by the cipher's associated data.
+
+Unlike the app's ConnectionRegistry, persistence is always on and goes to one place (the control database
+the caller names), the cache is a real LRU with a bound and a TTL, and the cache holds only ciphertext, so
+no decrypted password sits in memory between calls. Where a shop is in its migration is not kept here: that
+is the lifecycle's record (`tenancy.lifecycle`).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -24,21 +30,24 @@ from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.errors import DecryptionError, RegistryError
 from handyshop_migration.tenancy.secrets import Secret
 
-# Plain strings, not a database enum or CHECK: a new status needs no migration of the control table,
-# only an entry here (or a `statuses=` argument). Checked in Python so a typo fails instead of
-# silently taking a shop out of every `list(status)`. "provisioning" marks an entry registered
-# before its role and database exist (provisioning.py records the password first).
-STATUSES: tuple[str, ...] = ("provisioning", "provisioned", "copied", "verified", "live", "retired", "failed")
-
 TABLE = "tenant_connections"
-_COLUMNS = ("shop_id", "server", "host", "port", "database", "role", "password_encrypted", "key_id", "status")
+_COLUMNS = (
+    "shop_id", "server", "host", "port", "database", "role", "password_encrypted", "owner_role",
+    "owner_password_encrypted", "key_id",
+)
 
 T = TypeVar("T")
 
 
 def credential_context(shop_id: int) -> str:
-    """Associated data binding an encrypted password to its shop's row."""
+    """Associated data binding the application role's encrypted password to its shop's row."""
     return f"tenant-credential:shop:{shop_id}"
+
+
+def owner_credential_context(shop_id: int) -> str:
+    """Associated data binding the owner role's encrypted password to its shop's row (never interchangeable
+    with the application's: a token moved from one column to the other fails to decrypt)."""
+    return f"tenant-owner-credential:shop:{shop_id}"
 
 
 def _missing(shop_id: int) -> RegistryError:
@@ -56,17 +65,25 @@ class TenantCredentials:
     database: str
     role: str
     password: Secret
-    status: str
+    owner_role: str
+    owner_password: Secret
 
     def __post_init__(self) -> None:
         # A plain str here would print in reprs, tracebacks and Dagster metadata.
-        if not isinstance(self.password, Secret):
-            raise TypeError("TenantCredentials.password must be a Secret, not a plain string")
+        if not isinstance(self.password, Secret) or not isinstance(self.owner_password, Secret):
+            raise TypeError("TenantCredentials passwords must be Secrets, not plain strings")
 
     def spec(self, *, sslmode: str | None = None) -> ConnectionSpec:
-        """Where to connect as the tenant role on the tenant database."""
+        """Where the application connects: its role on the tenant database."""
         return ConnectionSpec(
             host=self.host, port=self.port, user=self.role, password=self.password, dbname=self.database, sslmode=sslmode
+        )
+
+    def owner_spec(self, *, sslmode: str | None = None) -> ConnectionSpec:
+        """Where the migration connects: the per-tenant owner role on the tenant database."""
+        return ConnectionSpec(
+            host=self.host, port=self.port, user=self.owner_role, password=self.owner_password, dbname=self.database,
+            sslmode=sslmode,
         )
 
 
@@ -81,7 +98,8 @@ class _Row:
     database: str
     role: str
     token: str
-    status: str
+    owner_role: str
+    owner_token: str
 
 
 @dataclass
@@ -102,7 +120,6 @@ class ConnectionRegistry:
         cache_size: int = 100,
         cache_ttl: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
-        statuses: Iterable[str] = STATUSES,
     ) -> None:
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 1:
             raise ValueError(f"cache_size must be an integer of at least 1, got {cache_size!r}")
@@ -115,7 +132,6 @@ class ConnectionRegistry:
         self.schema = schema
         self.cache_size = cache_size
         self.cache_ttl = float(cache_ttl)
-        self.statuses: tuple[str, ...] = tuple(statuses)
         self._clock = clock
         self._table = sql.Identifier(schema, TABLE)
         self._cache: OrderedDict[int, _CacheEntry] = OrderedDict()
@@ -199,18 +215,14 @@ class ConnectionRegistry:
                         database text NOT NULL,
                         role text NOT NULL,
                         password_encrypted text NOT NULL,
+                        owner_role text NOT NULL,
+                        owner_password_encrypted text NOT NULL,
                         key_id text NOT NULL,
-                        status text NOT NULL,
                         created_at timestamptz NOT NULL DEFAULT now(),
                         updated_at timestamptz NOT NULL DEFAULT now()
                     )
                     """
                 ).format(self._table)
-            )
-            conn.execute(
-                sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (status)").format(
-                    sql.Identifier(f"{TABLE}_status_idx"), self._table
-                )
             )
 
         self._run(work)
@@ -266,6 +278,7 @@ class ConnectionRegistry:
     def _decrypt(self, row: _Row) -> TenantCredentials:
         try:
             password = self.cipher.decrypt(row.token, context=credential_context(row.shop_id))
+            owner_password = self.cipher.decrypt(row.owner_token, context=owner_credential_context(row.shop_id))
         except DecryptionError as exc:
             raise DecryptionError(f"cannot read the registry entry of shop {row.shop_id}: {exc}") from None
         return TenantCredentials(
@@ -276,7 +289,8 @@ class ConnectionRegistry:
             database=row.database,
             role=row.role,
             password=Secret(password),
-            status=row.status,
+            owner_role=row.owner_role,
+            owner_password=Secret(owner_password),
         )
 
     def _select(self, where: sql.Composable, params: tuple[Any, ...]) -> list[_Row]:
@@ -289,10 +303,6 @@ class ConnectionRegistry:
         )
         return [_Row(*r) for r in self._run(lambda conn: conn.execute(query, params).fetchall())]
 
-    def _check_status(self, status: str) -> None:
-        if status not in self.statuses:
-            raise ValueError(f"unknown status {status!r}; expected one of {', '.join(self.statuses)}")
-
     @staticmethod
     def _check_shop_id(shop_id: int) -> None:
         if isinstance(shop_id, bool) or not isinstance(shop_id, int):
@@ -301,11 +311,14 @@ class ConnectionRegistry:
     def register(self, creds: TenantCredentials) -> None:
         """Insert or replace the entry of `creds.shop_id`; the password is stored encrypted."""
         self._check_shop_id(creds.shop_id)
-        self._check_status(creds.status)
         if not 1 <= creds.port <= 65535:
             raise ValueError(f"port must be between 1 and 65535, got {creds.port}")
         token = self.cipher.encrypt(creds.password.reveal(), context=credential_context(creds.shop_id))
-        row = _Row(creds.shop_id, creds.server, creds.host, creds.port, creds.database, creds.role, token, creds.status)
+        owner_token = self.cipher.encrypt(creds.owner_password.reveal(), context=owner_credential_context(creds.shop_id))
+        row = _Row(
+            creds.shop_id, creds.server, creds.host, creds.port, creds.database, creds.role, token, creds.owner_role,
+            owner_token,
+        )
         updates = [c for c in _COLUMNS if c != "shop_id"]
         query = sql.SQL(
             "INSERT INTO {table} ({cols}) VALUES ({vals}) ON CONFLICT (shop_id) DO UPDATE SET {sets}, updated_at = now()"
@@ -318,7 +331,8 @@ class ConnectionRegistry:
             ),
         )
         params = (
-            row.shop_id, row.server, row.host, row.port, row.database, row.role, token, self.cipher.key_id, row.status
+            row.shop_id, row.server, row.host, row.port, row.database, row.role, token, row.owner_role, owner_token,
+            self.cipher.key_id,
         )
         try:
             self._run(lambda conn: conn.execute(query, params))
@@ -349,18 +363,6 @@ class ConnectionRegistry:
             raise _missing(shop_id)
         return creds
 
-    def set_status(self, shop_id: int, status: str) -> None:
-        self._check_shop_id(shop_id)
-        self._check_status(status)
-        query = sql.SQL("UPDATE {} SET status = %s, updated_at = now() WHERE shop_id = %s").format(self._table)
-        try:
-            updated = self._run(lambda conn: conn.execute(query, (status, shop_id)).rowcount)
-        finally:
-            # After the write, so a read that raced it cannot put the old row back into the cache.
-            self.invalidate(shop_id)
-        if updated == 0:
-            raise _missing(shop_id)
-
     def remove(self, shop_id: int) -> bool:
         """Delete the shop's entry; False if there was none."""
         self._check_shop_id(shop_id)
@@ -370,33 +372,49 @@ class ConnectionRegistry:
         finally:
             self.invalidate(shop_id)
 
-    def list(self, status: str | None = None) -> list[TenantCredentials]:
-        """Every entry (or those with `status`), ordered by shop_id; always read from the control table."""
-        if status is None:
-            rows = self._select(sql.SQL("true"), ())
-        else:
-            self._check_status(status)
-            rows = self._select(sql.SQL("status = %s"), (status,))
-        return [self._decrypt(r) for r in rows]
+    def list(self) -> list[TenantCredentials]:
+        """Every entry, ordered by shop_id; always read from the control table."""
+        return [self._decrypt(r) for r in self._select(sql.SQL("true"), ())]
+
+    def key_ids(self) -> dict[str, int]:
+        """How many entries are encrypted under each key id (a rotation is done when only the active one is left)."""
+        query = sql.SQL("SELECT key_id, count(*) FROM {} GROUP BY key_id ORDER BY key_id").format(self._table)
+        return {str(k): int(n) for k, n in self._run(lambda conn: conn.execute(query).fetchall())}
+
+    def readable_by_active_key(self) -> None:
+        """Refuse a cipher that cannot read the entries already registered, before anything is written with it
+        (two keys in one registry would leave one half unreadable whichever key is set)."""
+        counts = self.key_ids()
+        unknown = {k: n for k, n in counts.items() if k not in self.cipher.key_ids}
+        if unknown:
+            described = ", ".join(f"{n} under key id {k}" for k, n in unknown.items())
+            raise DecryptionError(
+                f"the registry in {self.control.describe()} holds entries this TENANT_ENCRYPTION_KEY cannot read "
+                f"({described}; the key given has id {self.cipher.key_id}): set the key they were written with, or "
+                "put it into TENANT_ENCRYPTION_OLD_KEYS while rotating to the new one."
+            )
 
     def rotate_keys(self) -> int:
         """Re-encrypt every entry not under the active key; returns how many were rewritten."""
         select = sql.SQL(
-            "SELECT shop_id, password_encrypted FROM {} WHERE key_id <> %s ORDER BY shop_id FOR UPDATE"
+            "SELECT shop_id, password_encrypted, owner_password_encrypted FROM {} WHERE key_id <> %s "
+            "ORDER BY shop_id FOR UPDATE"
         ).format(self._table)
         update = sql.SQL(
-            "UPDATE {} SET password_encrypted = %s, key_id = %s, updated_at = now() WHERE shop_id = %s"
+            "UPDATE {} SET password_encrypted = %s, owner_password_encrypted = %s, key_id = %s, updated_at = now() "
+            "WHERE shop_id = %s"
         ).format(self._table)
 
         def work(conn: psycopg.Connection) -> int:
             # One transaction: either every entry moves to the new key or none does.
             rotated = 0
-            for shop_id, token in conn.execute(select, (self.cipher.key_id,)).fetchall():
+            for shop_id, token, owner_token in conn.execute(select, (self.cipher.key_id,)).fetchall():
                 try:
                     new_token = self.cipher.rotate(token, context=credential_context(shop_id))
+                    new_owner = self.cipher.rotate(owner_token, context=owner_credential_context(shop_id))
                 except DecryptionError as exc:
                     raise DecryptionError(f"cannot rotate the registry entry of shop {shop_id}: {exc}") from None
-                conn.execute(update, (new_token, self.cipher.key_id, shop_id))
+                conn.execute(update, (new_token, new_owner, self.cipher.key_id, shop_id))
                 rotated += 1
             return rotated
 
@@ -406,4 +424,4 @@ class ConnectionRegistry:
             self.invalidate()
 
 
-__all__ = ["STATUSES", "ConnectionRegistry", "TenantCredentials", "credential_context"]
+__all__ = ["ConnectionRegistry", "TenantCredentials", "credential_context", "owner_credential_context"]

@@ -1,14 +1,28 @@
-"""Phase 4: where each shop's reads and writes go, and the function an application asks.
+"""Where each shop's reads and writes go: one SQL function any application can call, and its Python client.
 
-The routing table lives in the control database. Per shop: `reads` (shared, rollout, tenant), `writes`
-(shared, tenant) and a lifecycle `state`; every change is recorded in `routing_history` with its time and
-reason. Reads are moved gradually across shops: a shop in `rollout` reads from its tenant when its
-deterministic bucket, `(shop_id × 2654435761) mod 2^32 mod 100` (the real app's rule), is below the global
-percentage — so raising the percentage moves shops over one by one and never flips a shop back and forth.
+The answer comes from the shop's lifecycle record (`tenancy.lifecycle`: `reads`, `writes`, `version`) and
+the registry (where the tenant database is, which role, the encrypted password), both in the control
+database. The function is the contract, so that an application in any language follows its shops the
+same way:
 
-`RouteResolver.resolve(shop_id, "read"|"write")` is what an application (or a proxy) calls for a DSN. It
-caches routes for a short TTL; when a write hits the fence (SQLSTATE HS001) the caller invalidates the
-shop and asks again.
+    SELECT * FROM handyshop_migration.route(5, 'write');
+    -- target | host | port | dbname | role | password_token | version
+    -- 'shared' (connect to the shared database as you do today) or 'tenant' (connect there)
+
+- `target` 'tenant' comes with the tenant database's host, port, name and the application role, and
+  `password_token`: the registry's token `v1.<key id>.<nonce>.<ciphertext+tag>` (base64url, AES-256-GCM,
+  key = the 32 bytes of the 64-hex TENANT_ENCRYPTION_KEY, associated data
+  `b"handyshop-migration/credential/v1\\x00tenant-credential:shop:<id>"`). README "Routing" shows the
+  decryption in Node.js.
+- Reads of a shop in `reads_rollout` with reads 'rollout' follow the global percentage: the shop reads from
+  its tenant when `(shop_id × 2654435761) mod 2^32 mod 100` is below it (the real app's rule).
+- `version` changes whenever the shop's route changes: cache a route by (shop, version) and re-ask on
+  any refused write.
+- A write refused with SQLSTATE HS001 means the shop has moved or is moving: ask again and retry.
+
+The function is SECURITY DEFINER (an application needs no access to the control tables themselves) with a
+pinned search_path; EXECUTE is granted to nobody by default: `GRANT USAGE ON SCHEMA handyshop_migration, EXECUTE
+ON FUNCTION handyshop_migration.route(bigint, text) TO <app role>`.
 """
 
 from __future__ import annotations
@@ -16,194 +30,84 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Literal
 
 import psycopg
-from psycopg.rows import class_row
+from psycopg import sql
 
-from handyshop_migration.tenancy.application.registry import ConnectionRegistry
+from handyshop_migration.tenancy.application.encryption import CredentialCipher
+from handyshop_migration.tenancy.application.registry import TABLE as REGISTRY_TABLE
+from handyshop_migration.tenancy.application.registry import credential_context
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.errors import ConfigurationError, RoutingRefused
-
-READS = ("shared", "rollout", "tenant")
-WRITES = ("shared", "tenant")
-STATES = ("shared", "reads_rollout", "cutting_over", "live", "rolling_back", "retired")
-
-_DDL = """
-CREATE SCHEMA IF NOT EXISTS handyshop_migration;
-CREATE TABLE IF NOT EXISTS handyshop_migration.routing (
-    shop_id bigint PRIMARY KEY,
-    reads text NOT NULL DEFAULT 'shared' CHECK (reads IN ('shared', 'rollout', 'tenant')),
-    writes text NOT NULL DEFAULT 'shared' CHECK (writes IN ('shared', 'tenant')),
-    state text NOT NULL DEFAULT 'shared'
-        CHECK (state IN ('shared', 'reads_rollout', 'cutting_over', 'live', 'rolling_back', 'retired')),
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    CHECK (writes = 'shared' OR reads = 'tenant')  -- whoever writes to the tenant reads from it (read-your-writes)
-);
-CREATE TABLE IF NOT EXISTS handyshop_migration.routing_history (
-    id bigserial PRIMARY KEY,
-    shop_id bigint NOT NULL,
-    at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    state text NOT NULL,
-    reads text NOT NULL,
-    writes text NOT NULL,
-    reason text NOT NULL
-);
-CREATE INDEX IF NOT EXISTS routing_history_shop_idx ON handyshop_migration.routing_history (shop_id, id);
-CREATE TABLE IF NOT EXISTS handyshop_migration.routing_settings (
-    key text PRIMARY KEY,
-    value text NOT NULL,
-    updated_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS handyshop_migration.id_reservations (
-    shop_id bigint NOT NULL,
-    sequence text NOT NULL,
-    first_id bigint NOT NULL,
-    last_id bigint NOT NULL,
-    reserved_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (shop_id, sequence, first_id)
-);
-"""
+from handyshop_migration.tenancy.errors import ConfigurationError
+from handyshop_migration.tenancy.lifecycle import READ_ROLLOUT_PERCENT, read_bucket
+from handyshop_migration.tenancy.names import CONTROL_SCHEMA, control
+from handyshop_migration.tenancy.secrets import Secret
 
 Intent = Literal["read", "write"]
 
+_FUNCTION = """
+CREATE OR REPLACE FUNCTION {route}(p_shop_id bigint, p_kind text)
+RETURNS TABLE (target text, host text, port integer, dbname text, role text, password_token text, version bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    l record;
+    percent integer;
+BEGIN
+    IF p_kind IS NULL OR p_kind NOT IN ('read', 'write') THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format('route(%s, %L): kind must be ''read'' or ''write''',
+                                                                  p_shop_id, p_kind);
+    END IF;
+    SELECT s.reads, s.writes, s.version INTO l FROM {lifecycle} s WHERE s.shop_id = p_shop_id;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'shared'::text, NULL::text, NULL::integer, NULL::text, NULL::text, NULL::text, 0::bigint;
+        RETURN;
+    END IF;
+    IF p_kind = 'write' THEN
+        target := l.writes;
+    ELSIF l.reads = 'rollout' THEN
+        SELECT coalesce(max(value::integer), 0) INTO percent FROM {settings} WHERE key = {percent_key};
+        target := CASE WHEN ((p_shop_id::numeric * 2654435761) % 4294967296) % 100 < percent
+                       THEN 'tenant' ELSE 'shared' END;
+    ELSE
+        target := l.reads;
+    END IF;
+    version := l.version;
+    IF target = 'tenant' THEN
+        SELECT c.host, c.port, c.database, c.role, c.password_encrypted
+          INTO host, port, dbname, role, password_token
+          FROM {registry} c WHERE c.shop_id = p_shop_id;
+    END IF;
+    RETURN NEXT;
+END
+$fn$;
+REVOKE ALL ON FUNCTION {route}(bigint, text) FROM PUBLIC;
+"""
 
-def read_bucket(shop_id: int) -> int:
-    return (shop_id * 2654435761) % 2**32 % 100
 
-
-@dataclass(frozen=True)
-class RouteState:
-    shop_id: int
-    reads: str
-    writes: str
-    state: str
-    updated_at: datetime | None = None
-
-    def target(self, intent: Intent, read_percent: int) -> str:
-        if intent == "write":
-            return self.writes
-        if self.reads == "rollout":
-            return "tenant" if read_bucket(self.shop_id) < read_percent else "shared"
-        return self.reads
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    shop_id: int
-    at: datetime
-    state: str
-    reads: str
-    writes: str
-    reason: str
-
-
-class RoutingTable:
-    def __init__(self, control: ConnectionSpec) -> None:
-        self.control = control
-
-    def ensure_schema(self) -> None:
-        with self.control.connect() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('handyshop_migration.routing'))")
-            conn.execute(_DDL.encode())
-
-    def get(self, shop_id: int, conn: psycopg.Connection | None = None) -> RouteState:
-        def read(c: psycopg.Connection) -> RouteState:
-            row = c.cursor(row_factory=class_row(RouteState)).execute(
-                "SELECT shop_id, reads, writes, state, updated_at FROM handyshop_migration.routing WHERE shop_id = %s",
-                (shop_id,),
-            ).fetchone()
-            return row or RouteState(shop_id, "shared", "shared", "shared")
-
-        if conn is not None:
-            return read(conn)
-        with self.control.connect() as c:
-            return read(c)
-
-    def set(
-        self,
-        shop_id: int,
-        *,
-        reason: str,
-        state: str,
-        reads: str | None = None,
-        writes: str | None = None,
-        expect: tuple[str, ...] | None = None,
-    ) -> RouteState:
-        """Change a shop's route and record why, atomically. `expect` lists the states it may come from."""
-        if state not in STATES:
-            raise ConfigurationError(f"routing state {state!r} is not one of {', '.join(STATES)}.")
-        if not reason.strip():
-            raise ConfigurationError("every routing change needs a reason.")
-        with self.control.connect() as conn, conn.transaction():
-            current = conn.cursor(row_factory=class_row(RouteState)).execute(
-                "SELECT shop_id, reads, writes, state, updated_at FROM handyshop_migration.routing "
-                "WHERE shop_id = %s FOR UPDATE",
-                (shop_id,),
-            ).fetchone() or RouteState(shop_id, "shared", "shared", "shared")
-            if expect is not None and current.state not in expect:
-                raise RoutingRefused(
-                    f"shop {shop_id} is in routing state {current.state!r}; this step needs "
-                    f"{' or '.join(repr(e) for e in expect)}."
-                )
-            new = RouteState(shop_id, reads or current.reads, writes or current.writes, state)
-            if new.reads not in READS or new.writes not in WRITES:
-                raise ConfigurationError(f"reads must be one of {READS}, writes one of {WRITES}.")
-            conn.execute(
-                "INSERT INTO handyshop_migration.routing (shop_id, reads, writes, state) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (shop_id) DO UPDATE SET reads = excluded.reads, writes = excluded.writes, "
-                "state = excluded.state, updated_at = now()",
-                (shop_id, new.reads, new.writes, new.state),
+def install_route_function(conn: psycopg.Connection) -> None:
+    """Create (or replace) `handyshop_migration.route()`; needs the lifecycle and registry tables."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('handyshop_migration.route'))")
+        conn.execute(
+            sql.SQL(_FUNCTION).format(
+                route=control("route"),
+                lifecycle=control("shop_lifecycle"),
+                settings=control("settings"),
+                registry=control(REGISTRY_TABLE),
+                percent_key=sql.Literal(READ_ROLLOUT_PERCENT),
             )
-            conn.execute(
-                "INSERT INTO handyshop_migration.routing_history (shop_id, state, reads, writes, reason) "
-                "VALUES (%s, %s, %s, %s, %s)",
-                (shop_id, new.state, new.reads, new.writes, reason),
+        )
+
+
+def grant_route(conn: psycopg.Connection, role: str) -> None:
+    """Let an application role call route() (and nothing else of the control schema)."""
+    with conn.transaction():
+        conn.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}; GRANT EXECUTE ON FUNCTION {}(bigint, text) TO {}").format(
+                sql.Identifier(CONTROL_SCHEMA), sql.Identifier(role), control("route"), sql.Identifier(role)
             )
-        return self.get(shop_id)
-
-    def history(self, shop_id: int) -> list[HistoryEntry]:
-        with self.control.connect() as conn:
-            return conn.cursor(row_factory=class_row(HistoryEntry)).execute(
-                "SELECT shop_id, at, state, reads, writes, reason FROM handyshop_migration.routing_history "
-                "WHERE shop_id = %s ORDER BY id",
-                (shop_id,),
-            ).fetchall()
-
-    def read_percent(self, conn: psycopg.Connection | None = None) -> int:
-        def read(c: psycopg.Connection) -> int:
-            row = c.execute(
-                "SELECT value FROM handyshop_migration.routing_settings WHERE key = 'read_rollout_percent'"
-            ).fetchone()
-            return int(row[0]) if row else 0
-
-        if conn is not None:
-            return read(conn)
-        with self.control.connect() as c:
-            return read(c)
-
-    def set_read_percent(self, percent: int, reason: str) -> None:
-        if not 0 <= percent <= 100:
-            raise ConfigurationError(f"read rollout percentage must be 0..100, got {percent}.")
-        with self.control.connect() as conn, conn.transaction():
-            conn.execute(
-                "INSERT INTO handyshop_migration.routing_settings (key, value) VALUES ('read_rollout_percent', %s) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = now()",
-                (str(percent),),
-            )
-            conn.execute(
-                "INSERT INTO handyshop_migration.routing_history (shop_id, state, reads, writes, reason) "
-                "VALUES (0, 'shared', 'rollout', 'shared', %s)",
-                (f"read rollout set to {percent}%: {reason}",),
-            )
-
-    def all(self) -> list[RouteState]:
-        with self.control.connect() as conn:
-            return conn.cursor(row_factory=class_row(RouteState)).execute(
-                "SELECT shop_id, reads, writes, state, updated_at FROM handyshop_migration.routing ORDER BY shop_id"
-            ).fetchall()
-
+        )
 
 
 @dataclass(frozen=True)
@@ -212,46 +116,71 @@ class Route:
     intent: str
     target: str  # "shared" or "tenant"
     spec: ConnectionSpec  # where to connect (holds a password: do not log it; its repr does not show it)
+    version: int
 
     def conninfo(self) -> str:
         return self.spec.conninfo()
 
 
 class RouteResolver:
-    """What an application calls for a shop's DSN. Thread-safe; routes cached for `ttl` seconds."""
+    """What a Python application calls for a shop's connection: `route()` in the control database, cached
+    for `ttl` seconds per shop. Thread-safe. On a write refused with SQLSTATE HS001, call
+    `invalidate(shop_id)` and resolve again."""
 
     def __init__(
-        self, routing: RoutingTable, registry: ConnectionRegistry, shared: ConnectionSpec, *, ttl: float = 2.0
+        self, control: ConnectionSpec, cipher: CredentialCipher, shared: ConnectionSpec, *, ttl: float = 2.0
     ) -> None:
-        self.routing = routing
-        self.registry = registry
+        if not ttl >= 0:
+            raise ConfigurationError(f"route cache ttl must be >= 0 seconds, got {ttl!r}")
+        self.control = control
+        self.cipher = cipher
         self.shared = shared
         self.ttl = ttl
         self._lock = threading.Lock()
-        self._cache: dict[int, tuple[float, RouteState, int]] = {}
+        self._cache: dict[tuple[int, str], tuple[float, Route]] = {}
+        self._conn: psycopg.Connection | None = None
 
     def invalidate(self, shop_id: int | None = None) -> None:
         with self._lock:
             if shop_id is None:
                 self._cache.clear()
             else:
-                self._cache.pop(shop_id, None)
+                for key in [k for k in self._cache if k[0] == shop_id]:
+                    del self._cache[key]
 
-    def _state(self, shop_id: int) -> tuple[RouteState, int]:
-        now = time.monotonic()
+    def close(self) -> None:
         with self._lock:
-            hit = self._cache.get(shop_id)
-            if hit is not None and now - hit[0] < self.ttl:
-                return hit[1], hit[2]
-        with self.routing.control.connect() as conn:
-            state, percent = self.routing.get(shop_id, conn), self.routing.read_percent(conn)
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _ask(self, shop_id: int, intent: str) -> tuple[str, str | None, int | None, str | None, str | None, str | None, int]:
         with self._lock:
-            self._cache[shop_id] = (now, state, percent)
-        return state, percent
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = self.control.connect(autocommit=True)
+            row = self._conn.execute(sql.SQL("SELECT * FROM {}(%s, %s)").format(control("route")), (shop_id, intent)).fetchone()
+        if row is None:  # the function always returns one row
+            raise ConfigurationError(f"route({shop_id}, {intent!r}) returned nothing; reinstall the route function.")
+        return row  # type: ignore[return-value]
 
     def resolve(self, shop_id: int, intent: Intent) -> Route:
-        state, percent = self._state(shop_id)
-        target = state.target(intent, percent)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get((shop_id, intent))
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        target, host, port, dbname, role, token, version = self._ask(shop_id, intent)
         if target == "tenant":
-            return Route(shop_id, intent, target, self.registry.get(shop_id).spec())
-        return Route(shop_id, intent, "shared", self.shared)
+            if not (host and port and dbname and role and token):
+                raise ConfigurationError(f"shop {shop_id} routes to its tenant but has no registry entry; provision it.")
+            password = self.cipher.decrypt(token, context=credential_context(shop_id))
+            spec = ConnectionSpec(host=host, port=int(port), user=role, password=Secret(password), dbname=dbname)
+        else:
+            spec = self.shared
+        route = Route(shop_id, intent, target, spec, int(version))
+        with self._lock:
+            self._cache[(shop_id, intent)] = (now, route)
+        return route
+
+
+__all__ = ["Intent", "Route", "RouteResolver", "grant_route", "install_route_function", "read_bucket"]

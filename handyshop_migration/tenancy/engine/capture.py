@@ -400,24 +400,35 @@ def disable(source: psycopg.Connection, shop_id: int) -> int:
     return dropped
 
 
+def set_fence(conn: psycopg.Connection, shop_id: int, reason: str) -> None:
+    """Fence the shop inside the caller's transaction (with the lifecycle change that needs it); the caller
+    then waits out older writers (`wait_for_older_transactions`) once it has committed."""
+    updated = conn.execute(
+        "UPDATE handyshop_capture.shops SET fenced_at = coalesce(fenced_at, now()), fence_reason = %s "
+        "WHERE shop_id = %s",
+        (reason, shop_id),
+    ).rowcount
+    if not updated:
+        raise CaptureError(f"shop {shop_id} is not captured: enable capture (phase 3) before fencing it.")
+
+
+def clear_fence(conn: psycopg.Connection, shop_id: int) -> None:
+    """Lift the shop's fence inside the caller's transaction."""
+    conn.execute(
+        "UPDATE handyshop_capture.shops SET fenced_at = NULL, fence_reason = NULL WHERE shop_id = %s", (shop_id,)
+    )
+
+
 def fence(source: psycopg.Connection, shop_id: int, reason: str) -> None:
     """From now on the shared database refuses writes to the shop's rows (reads still work)."""
     with source.transaction():
-        updated = source.execute(
-            "UPDATE handyshop_capture.shops SET fenced_at = coalesce(fenced_at, now()), fence_reason = %s "
-            "WHERE shop_id = %s",
-            (reason, shop_id),
-        ).rowcount
-    if not updated:
-        raise CaptureError(f"shop {shop_id} is not captured: enable capture (phase 3) before fencing it.")
+        set_fence(source, shop_id, reason)
     wait_for_older_transactions(source)
 
 
 def unfence(source: psycopg.Connection, shop_id: int) -> None:
     with source.transaction():
-        source.execute(
-            "UPDATE handyshop_capture.shops SET fenced_at = NULL, fence_reason = NULL WHERE shop_id = %s", (shop_id,)
-        )
+        clear_fence(source, shop_id)
 
 
 def is_fenced(source: psycopg.Connection, shop_id: int) -> bool:

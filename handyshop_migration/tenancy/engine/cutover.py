@@ -1,20 +1,12 @@
-"""Phase 4: move a shop's reads, then its writes, to its tenant database — and back.
+"""Phase 4's engine: the pieces a cutover and its way back are made of (the order is the workflow's,
+`tenancy.workflow.Workflow.cut_over` and `roll_back_cutover`):
 
-Write cutover, in order, each step recorded in the routing history:
-1. sync while the shop still writes to the shared database (brings the lag down, so the fence is short);
-2. fence: the shared database refuses the shop's writes from now on (other shops are untouched);
-3. drain the change log to zero;
-4. verify every table (count and checksum, shared slice vs tenant) — a mismatch lifts the fence, leaves
-   routing on the shared database, and raises: the cutover refuses to proceed past a failed gate;
-5. reserve a block of ids in every shared sequence of the tenant tables and point the tenant's
-   sequences into it, so rows the tenant creates can be copied back later without colliding with rows
-   the shared database hands out to other shops meanwhile;
-6. capture the tenant's own writes (the way back), mark it live, flip reads and writes to it.
-The shop cannot write between 2 and 6; `CutoverReport.fenced_seconds` says how long that was.
-
-The way back (`roll_back_cutover`) mirrors it: fence the tenant, copy back every write it took, verify,
-unfence the shared database, route everything back. Capture of the shared side goes on (phase 3), so the
-shop can be cut over again later.
+- `reserve_ids`: a block of ids in every shared sequence of the tenant tables for the tenant, so rows it
+  creates while live can be copied back later without colliding with rows the shared database hands out to
+  other shops meanwhile;
+- `verify_both_sides`: every table, shared slice vs tenant, count and checksum — the gate of both directions;
+- `copy_back_tables`: tables without a key go back whole;
+- `CutoverReport`: what a cutover or rollback did, step by step, and how long writes waited.
 """
 
 from __future__ import annotations
@@ -25,7 +17,6 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from handyshop_migration.tenancy.application.routing import RouteState, RoutingTable
 from handyshop_migration.tenancy.db import one_row
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.engine import capture
@@ -46,24 +37,10 @@ class CutoverReport:
     fenced_seconds: float = 0.0
     verification: list[TableVerification] = field(default_factory=list)
     reservations: dict[str, tuple[int, int]] = field(default_factory=dict)
-    route: RouteState | None = None
+    state: str = ""
 
     def step(self, text: str) -> None:
         self.steps.append((time.time(), text))
-
-
-def open_reads(routing: RoutingTable, shop_id: int, *, full: bool = False, reason: str = "") -> RouteState:
-    """Let the shop's reads go to its tenant: by the global rollout percentage, or all of them (`full`)."""
-    current = routing.get(shop_id)
-    if current.writes == "tenant":
-        return current
-    return routing.set(
-        shop_id,
-        state="reads_rollout",
-        reads="tenant" if full else "rollout",
-        reason=reason or ("reads to the tenant" if full else "reads to the tenant by rollout percentage"),
-        expect=("shared", "reads_rollout"),
-    )
 
 
 def _sequences(conn: psycopg.Connection, table: Table) -> list[tuple[str, str]]:
@@ -128,7 +105,7 @@ def reserve_ids(
     return reserved
 
 
-def _verify(
+def verify_both_sides(
     report: CutoverReport, source: ConnectionSpec, tenant: ConnectionSpec, catalog: Catalog, shop_id: int, refusal: str
 ) -> None:
     """The gate of both directions: every table equal on both sides, or CutoverRefused (`refusal` says
@@ -139,126 +116,6 @@ def _verify(
     if bad:
         raise CutoverRefused(f"shop {shop_id}: verification failed for {', '.join(bad)}; {refusal}")
     report.step(f"verified {len(report.verification)} tables: counts and checksums equal")
-
-
-def _mark_live(tenant: psycopg.Connection, shop_id: int, live: bool) -> None:
-    with tenant.transaction():
-        tenant.execute(
-            "INSERT INTO handyshop_migration.lifecycle (shop_id, live_since) VALUES (%s, CASE WHEN %s THEN now() END) "
-            "ON CONFLICT (shop_id) DO UPDATE SET live_since = CASE WHEN %s THEN now() END",
-            (shop_id, live, live),
-        )
-
-
-def cut_over_writes(
-    source: ConnectionSpec,
-    tenant: ConnectionSpec,
-    catalog: Catalog,
-    routing: RoutingTable,
-    shop_id: int,
-    *,
-    id_block: int = DEFAULT_ID_BLOCK,
-    reason: str = "write cutover",
-) -> CutoverReport:
-    """Move a shop's writes (and reads) to its tenant. `tenant` is an owner/superuser spec of its database."""
-    report = CutoverReport(shop_id)
-    current = routing.get(shop_id)
-    if current.state == "live":
-        report.route = current
-        report.step("already live")
-        return report
-    with source.connect() as sconn:
-        if not capture.is_captured(sconn, shop_id):
-            raise CutoverRefused(
-                f"shop {shop_id}'s writes are not captured; run phase 3 (tenant_sync) before cutting over."
-            )
-    pre = capture.sync_source_to_tenant(source, tenant, catalog, shop_id)
-    report.step(f"synced {pre.changes} changes while the shop still wrote to the shared database")
-    routing.set(shop_id, state="cutting_over", reason=f"{reason}: fencing", expect=("shared", "reads_rollout", "cutting_over"))
-    with source.connect() as sconn:
-        capture.fence(sconn, shop_id, reason)
-    fenced_at = time.perf_counter()
-    report.step("shared database fences the shop's writes")
-    try:
-        drained = capture.sync_source_to_tenant(source, tenant, catalog, shop_id)
-        report.changes_drained = pre.changes + drained.changes
-        if drained.lag.pending:
-            raise CutoverRefused(f"shop {shop_id}: {drained.lag.pending} changes still pending after draining")
-        report.step(f"drained {drained.changes} changes: lag 0")
-        _verify(report, source, tenant, catalog, shop_id,
-                "writes stay on the shared database. Re-copy the shop (phase 2) or find what changed the tenant.")
-        with source.connect() as sconn, tenant.connect() as tconn:
-            report.reservations = reserve_ids(sconn, tconn, catalog, shop_id, id_block)
-            report.step(f"reserved id blocks of {id_block} in {len(report.reservations)} sequences")
-            capture.enable_tenant_capture(tconn, catalog, shop_id)
-            _mark_live(tconn, shop_id, True)
-        report.route = routing.set(
-            shop_id, state="live", reads="tenant", writes="tenant", reason=f"{reason}: writes to the tenant",
-            expect=("cutting_over",),
-        )
-    except Exception as exc:
-        with source.connect() as sconn:
-            capture.unfence(sconn, shop_id)
-        routing.set(
-            shop_id, state=current.state if current.state != "cutting_over" else "shared",
-            reads=current.reads, writes="shared", reason=f"{reason} aborted: {exc}",
-        )
-        raise
-    report.fenced_seconds = time.perf_counter() - fenced_at
-    report.step(f"live: reads and writes go to the tenant (writes paused {report.fenced_seconds:.2f}s)")
-    return report
-
-
-def roll_back_cutover(
-    source: ConnectionSpec,
-    tenant: ConnectionSpec,
-    catalog: Catalog,
-    routing: RoutingTable,
-    shop_id: int,
-    *,
-    reason: str = "rollback of the cutover",
-) -> CutoverReport:
-    """The way back from phase 4: every write the tenant took goes back to the shared database first."""
-    report = CutoverReport(shop_id)
-    current = routing.get(shop_id)
-    if current.state == "retired":
-        raise CutoverRefused(
-            f"shop {shop_id} is retired: its rows are no longer in the shared database. Restore its archive "
-            "(the way back from phase 5) before rolling back the cutover."
-        )
-    if current.writes != "tenant" and current.state != "rolling_back":
-        raise CutoverRefused(f"shop {shop_id}'s writes already go to the shared database (state {current.state}).")
-    routing.set(shop_id, state="rolling_back", reason=f"{reason}: fencing the tenant", expect=("live", "rolling_back"))
-    with tenant.connect() as tconn:
-        capture.fence_tenant(tconn)
-    fenced_at = time.perf_counter()
-    report.step("tenant database fences the shop's writes")
-    try:
-        back = capture.sync_tenant_to_source(tenant, source, catalog, shop_id)
-        report.changes_drained = back.changes
-        report.step(f"copied back {back.changes} changes the tenant took ({back.upserted} rows written, {back.deleted} deleted)")
-        keyless = [t for t in catalog.tables if not t.key_columns]
-        if keyless:
-            copy_back_tables(tenant, source, keyless, shop_id)
-            report.step(f"copied back whole tables without a key: {', '.join(t.name for t in keyless)}")
-        _verify(report, source, tenant, catalog, shop_id, "after copying back; writes stay on the tenant.")
-        with source.connect() as sconn:
-            capture.unfence(sconn, shop_id)
-        report.route = routing.set(
-            shop_id, state="shared", reads="shared", writes="shared",
-            reason=f"{reason}: reads and writes back to the shared database", expect=("rolling_back",),
-        )
-        with tenant.connect() as tconn:
-            _mark_live(tconn, shop_id, False)
-            capture.disable_tenant_capture(tconn, catalog)
-    except Exception as exc:
-        with tenant.connect() as tconn:
-            capture.unfence_tenant(tconn)
-        routing.set(shop_id, state="live", reads="tenant", writes="tenant", reason=f"{reason} aborted: {exc}")
-        raise
-    report.fenced_seconds = time.perf_counter() - fenced_at
-    report.step(f"back on the shared database (writes paused {report.fenced_seconds:.2f}s)")
-    return report
 
 
 def copy_back_tables(tenant: ConnectionSpec, source: ConnectionSpec, tables: list[Table], shop_id: int) -> None:

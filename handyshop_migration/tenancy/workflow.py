@@ -1,0 +1,531 @@
+"""Each phase and each way back of one shop as one library call that enforces its own rules.
+
+The Dagster assets, the CLI and an application call these and report what they return; none of them
+sequences engine calls or writes a shop's records itself. Every call
+
+- checks the shop's lifecycle state first and refuses from the wrong one (`LifecycleRefused`, naming the
+  state and what to do) before touching anything;
+- checks the tenant's roles (`Provisioner.require_clean`) before writing into its database, and writes into
+  it only as the tenant's owner role (never as a superuser: nothing a tenant created can run with our
+  rights);
+- records its transitions through `Lifecycle` (state, routing, shared-side fence in one transaction);
+- can be interrupted anywhere and run again: a step found in progress (`provisioning`, `copying`,
+  `cutting_over`, `rolling_back`, `retiring`, `restoring`, `deprovisioning`) is completed — or, for a cutover,
+  rolled back by choice — from what is actually in the databases.
+
+The order inside the steps encodes the safety rules: capture is enabled (and older writers waited out)
+before the copy takes its snapshot, so every write is in the snapshot or in the change log; the shared
+database's fence and the routing flip are in one transaction; the tenant refuses writes before the
+rollback copies its writes back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from handyshop_migration.tenancy.application.encryption import CredentialCipher
+from handyshop_migration.tenancy.application.registry import ConnectionRegistry
+from handyshop_migration.tenancy.application.routing import install_route_function
+from handyshop_migration.tenancy.dsn import ConnectionSpec, pinned_search_path
+from handyshop_migration.tenancy.engine import capture
+from handyshop_migration.tenancy.engine.catalog import Catalog
+from handyshop_migration.tenancy.engine.copy import (
+    SourceSnapshot,
+    TableCopy,
+    copy_table,
+    pending_foreign_keys,
+    refresh_materialized_views,
+)
+from handyshop_migration.tenancy.engine.cutover import (
+    CutoverReport,
+    copy_back_tables,
+    reserve_ids,
+    verify_both_sides,
+)
+from handyshop_migration.tenancy.engine.provisioning import Provisioner, ProvisionResult
+from handyshop_migration.tenancy.engine.retirement import (
+    Archive,
+    archive_shop,
+    restore_shop,
+    retire_shop,
+)
+from handyshop_migration.tenancy.engine.tenant_schema import TenantSchema, render
+from handyshop_migration.tenancy.engine.verification import (
+    TableVerification,
+    check_copied_table,
+    table_checksum,
+    verify_copied_table,
+)
+from handyshop_migration.tenancy.errors import (
+    CutoverRefused,
+    HandyshopError,
+    LifecycleRefused,
+    RetirementRefused,
+)
+from handyshop_migration.tenancy.lifecycle import Lifecycle, ShopState, State
+
+DEFAULT_ID_BLOCK = 1_000_000
+
+
+@dataclass(frozen=True)
+class TableResult:
+    copy: TableCopy
+    verification: TableVerification
+
+
+@dataclass
+class CopyReport:
+    shop_id: int
+    snapshot: str = ""
+    tables: list[TableResult] = field(default_factory=list)
+    pending_foreign_keys: list[str] = field(default_factory=list)
+    state: State = State.COPIED
+    seconds: float = 0.0
+
+    @property
+    def verified(self) -> bool:
+        return self.state == State.VERIFIED
+
+    @property
+    def rows(self) -> int:
+        return sum(t.copy.rows for t in self.tables)
+
+    @property
+    def problems(self) -> list[str]:
+        bad = [t.verification.describe() for t in self.tables if not t.verification.ok]
+        if self.pending_foreign_keys:
+            bad.append(
+                f"foreign keys pending: {', '.join(self.pending_foreign_keys)} (tables copied from different "
+                "snapshots: copy the shop's tables together)"
+            )
+        return bad
+
+
+@dataclass
+class VerifyReport:
+    shop_id: int
+    tables: list[TableVerification]
+    pending_foreign_keys: list[str]
+    state: State
+
+    @property
+    def verified(self) -> bool:
+        return self.state in (State.VERIFIED, State.SYNCING) and not self.problems
+
+    @property
+    def problems(self) -> list[str]:
+        bad = [v.describe() for v in self.tables if not v.ok]
+        if self.pending_foreign_keys:
+            bad.append(f"foreign keys pending: {', '.join(self.pending_foreign_keys)}")
+        return bad
+
+
+@dataclass
+class RetirementReport:
+    shop_id: int
+    archive: Archive
+    deleted: dict[str, int]
+    seconds: float
+    resumed: bool = False
+
+
+@dataclass
+class Workflow:
+    """One migration: the shared database (also the control database), its catalog, the tenant server(s)
+    through the provisioner, and the shops' lifecycle."""
+
+    source: ConnectionSpec
+    catalog: Catalog
+    provisioner: Provisioner
+    lifecycle: Lifecycle
+    capture_writes: bool = True  # capture a shop's writes from before its copy's snapshot (phase 3 needs it)
+    archive_dir: Path = Path("archives")
+    id_block: int = DEFAULT_ID_BLOCK
+    schema: TenantSchema = field(init=False)
+
+    session: dict[str, str] = field(init=False)  # settings of our sessions in tenant databases
+
+    def __post_init__(self) -> None:
+        self.schema = render(self.catalog)
+        self.session = pinned_search_path(*sorted({t.schema for t in self.catalog.tables}))
+
+    @property
+    def registry(self) -> ConnectionRegistry:
+        return self.provisioner.registry
+
+    def setup(self) -> None:
+        """The control records (registry, lifecycle, routing function) exist; idempotent."""
+        ensure_control(self.source, self.registry.cipher)
+
+    def tenant(self, shop_id: int) -> ConnectionSpec:
+        """Where the migration connects for a shop: its tenant database, as its owner role, with the search path
+        pinned (see `dsn.pinned_search_path`)."""
+        return self.registry.get(shop_id).owner_spec().with_settings(self.session)
+
+    def _state(self, shop_id: int, transition: str) -> ShopState:
+        """The shop's record, refusing (before anything is done) if `transition` is not allowed from it."""
+        return self.lifecycle.check(shop_id, transition)
+
+    def _fail(self, shop_id: int, exc: BaseException) -> None:
+        """Keep why a step stopped (status shows it); the state stays where the step left it."""
+        try:
+            self.lifecycle.record_error(shop_id, f"{type(exc).__name__}: {exc}")
+        except HandyshopError:
+            pass  # the control database is gone too: the original error is what matters
+
+    # -- phase 1 ---------------------------------------------------------------------------------------
+
+    def register(self, shop_ids: Sequence[int]) -> list[int]:
+        for shop in shop_ids:
+            self.provisioner._check_shop_id(shop)  # global ids are refused before they get a record
+        return self.lifecycle.register(shop_ids)
+
+    def provision(self, shop_id: int) -> ProvisionResult | None:
+        """Database and roles for the shop (idempotent). None if it is past provisioning (nothing to do:
+        the admin never touches a tenant database again once it is handed over)."""
+        self.register([shop_id])
+        st = self.lifecycle.get(shop_id)
+        if st.state not in (State.REGISTERED, State.PROVISIONING):
+            return None
+        self.lifecycle.apply(shop_id, "start_provisioning", reason="provisioning its database and roles")
+        try:
+            result = self.provisioner.provision(shop_id)
+        except BaseException as exc:
+            self._fail(shop_id, exc)
+            raise
+        self.lifecycle.apply(shop_id, "finish_provisioning", reason=f"{result.database} ready ({result.schema_version})")
+        return result
+
+    # -- phase 2 ---------------------------------------------------------------------------------------
+
+    def copy(self, shop_id: int, tables: Sequence[str] | None = None) -> CopyReport:
+        """Copy the shop's tables from one snapshot of the shared database (capture first), verify each,
+        and mark the shop verified when every table equals its slice and every foreign key is in place.
+        Also the way back from phase 2 (a reload) and the resumption of an interrupted copy."""
+        st = self._state(shop_id, "start_copy")
+        self.provisioner.require_clean(shop_id)
+        started = time.perf_counter()
+        names = list(tables) if tables is not None else [t.name for t in self.schema.tables]
+        captured = self.capture_writes or st.captured
+        self.lifecycle.apply(shop_id, "start_copy", reason=f"copying {len(names)} tables", captured=captured)
+        report = CopyReport(shop_id)
+        try:
+            if captured:
+                # Capture first, then the snapshot: every write is in the snapshot or in the change log.
+                with self.source.connect() as conn:
+                    capture.enable(conn, self.catalog, shop_id)
+            with SourceSnapshot(self.source) as snap, self.tenant(shop_id).connect() as tconn:
+                report.snapshot = snap.token
+                for name in names:
+                    copied = copy_table(snap, tconn, self.schema, name, shop_id)
+                    verified = verify_copied_table(snap.conn, tconn, self.catalog, name, shop_id)
+                    report.tables.append(TableResult(copied, verified))
+                report.pending_foreign_keys = pending_foreign_keys(tconn, self.schema)
+                if tables is None and not report.pending_foreign_keys:
+                    # every table holds the shop's rows of one snapshot: fill the materialized views from them
+                    refresh_materialized_views(tconn, self.schema, shop_id)
+        except BaseException as exc:
+            self._fail(shop_id, exc)
+            raise
+        self.lifecycle.apply(
+            shop_id, "finish_copy", reason=f"{report.rows} rows in {len(report.tables)} tables",
+            details={"snapshot": report.snapshot, "rows": report.rows, "tables": len(report.tables)},
+        )
+        report.state = self._judge(shop_id, report.problems, captured)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _judge(self, shop_id: int, problems: list[str], captured: bool) -> State:
+        if problems:
+            self.lifecycle.apply(
+                shop_id, "verification_failed", reason="verification failed", error="; ".join(problems)[:2000]
+            )
+            return State.COPIED
+        return self.lifecycle.apply(
+            shop_id, "verified", target=State.VERIFIED, reason="every table equals its source slice"
+        ).state
+
+    def verify(self, shop_id: int) -> VerifyReport:
+        """Check every table of the tenant again against its slice as it was copied (nothing is copied)."""
+        st = self._state(shop_id, "verified")
+        with self.tenant(shop_id).connect() as tconn:
+            results = [check_copied_table(tconn, self.catalog, t.name, shop_id) for t in self.catalog.tables]
+            pending = pending_foreign_keys(tconn, self.schema)
+        report = VerifyReport(shop_id, results, pending, st.state)
+        if report.problems:
+            report.state = self._judge(shop_id, report.problems, st.captured)
+        elif st.state == State.COPIED:
+            report.state = self._judge(shop_id, [], st.captured)
+        return report
+
+    # -- phase 3 ---------------------------------------------------------------------------------------
+
+    def sync(self, shop_id: int) -> capture.SyncResult:
+        """Apply the shop's captured writes to its tenant (idempotent)."""
+        st = self._state(shop_id, "synced")
+        if not st.captured:
+            raise LifecycleRefused(
+                f"shop {shop_id}'s writes are not captured (its copy ran with capture off, or capture was stopped): "
+                "copy the shop again with capture on (the way back from phase 2)."
+            )
+        self.provisioner.require_clean(shop_id)
+        try:
+            result = capture.sync_source_to_tenant(self.source, self.tenant(shop_id), self.catalog, shop_id)
+        except BaseException as exc:
+            self._fail(shop_id, exc)
+            raise
+        self.lifecycle.apply(shop_id, "synced", reason=f"{result.changes} changes applied")
+        return result
+
+    def stop_capture(self, shop_id: int) -> int:
+        """The way back from phase 3: stop capturing the shop's writes and drop its change log."""
+        st = self._state(shop_id, "stop_capture")
+        with self.source.connect() as conn:
+            dropped = capture.disable(conn, shop_id)
+        target = State.COPIED if st.state == State.COPIED else State.VERIFIED
+        self.lifecycle.apply(
+            shop_id, "stop_capture", target=target, captured=False,
+            reason=f"capture stopped, {dropped} pending changes dropped (the tenant is frozen at its last sync)",
+        )
+        return dropped
+
+    # -- phase 4 ---------------------------------------------------------------------------------------
+
+    def open_reads(self, shop_id: int, *, full: bool = False, reason: str = "") -> ShopState:
+        """The shop's reads go to its tenant: by the global rollout percentage, or all of them (`full`)."""
+        self._state(shop_id, "open_reads")
+        return self.lifecycle.apply(
+            shop_id, "open_reads", reads="tenant" if full else "rollout",
+            reason=reason or ("all reads to the tenant" if full else "reads to the tenant by rollout percentage"),
+        )
+
+    def close_reads(self, shop_id: int, *, reason: str = "reads back to the shared database") -> ShopState:
+        st = self._state(shop_id, "close_reads")
+        return self.lifecycle.apply(
+            shop_id, "close_reads", target=State.SYNCING if st.captured else State.VERIFIED, reason=reason
+        )
+
+    def set_read_percent(self, percent: int, reason: str) -> None:
+        self.lifecycle.set_read_percent(percent, reason)
+
+    def cut_over(self, shop_id: int, *, reason: str = "write cutover") -> CutoverReport:
+        """Move the shop's writes (and reads) to its tenant; resumes an interrupted cutover forward.
+
+        Order: sync while the shop still writes to the shared database; fence its writes there (in the
+        lifecycle's transaction); drain; verify every table; reserve id blocks; capture the tenant's writes
+        (the way back); flip routing (one transaction with the fence). A failed gate lifts the fence and
+        leaves the shop where it was."""
+        report = CutoverReport(shop_id)
+        st = self.lifecycle.get(shop_id)
+        if st.state == State.LIVE:
+            with self.tenant(shop_id).connect() as tconn:
+                capture.unfence_tenant(tconn)  # an interrupted rollback may have left the tenant refusing writes
+            report.state = st.state.value
+            report.step("already live")
+            return report
+        st = self._state(shop_id, "start_cutover")
+        if not st.captured:
+            raise CutoverRefused(
+                f"shop {shop_id}'s writes are not captured; copy it with capture on and sync it (phase 3) first."
+            )
+        self.provisioner.require_clean(shop_id)
+        back_to = State.READS_ROLLOUT if st.reads != "shared" else State.SYNCING
+        tenant = self.tenant(shop_id)
+        if st.state != State.CUTTING_OVER:
+            pre = capture.sync_source_to_tenant(self.source, tenant, self.catalog, shop_id)
+            report.step(f"synced {pre.changes} changes while the shop still wrote to the shared database")
+            report.changes_drained += pre.changes
+        else:
+            report.step("resuming an interrupted cutover")
+        self.lifecycle.apply(
+            shop_id, "start_cutover", reason=f"{reason}: fencing the shop's writes in the shared database",
+            effects=[lambda c: capture.set_fence(c, shop_id, reason)],
+        )
+        with self.source.connect() as conn:
+            capture.wait_for_older_transactions(conn)
+        fenced_at = time.perf_counter()
+        report.step("shared database fences the shop's writes")
+        try:
+            drained = capture.sync_source_to_tenant(self.source, tenant, self.catalog, shop_id)
+            report.changes_drained += drained.changes
+            if drained.lag.pending:
+                raise CutoverRefused(f"shop {shop_id}: {drained.lag.pending} changes still pending after draining")
+            report.step(f"drained {drained.changes} changes: lag 0")
+            verify_both_sides(
+                report, self.source, tenant, self.catalog, shop_id,
+                "writes stay on the shared database. Re-copy the shop (phase 2) or find what changed the tenant.",
+            )
+            with self.source.connect() as sconn, tenant.connect() as tconn:
+                report.reservations = reserve_ids(sconn, tconn, self.catalog, shop_id, self.id_block)
+                report.step(f"reserved id blocks of {self.id_block} in {len(report.reservations)} sequences")
+                capture.enable_tenant_capture(tconn, self.catalog, shop_id)
+                _mark_tenant_live(tconn, shop_id, True)
+        except BaseException as exc:
+            self.lifecycle.apply(
+                shop_id, "abort_cutover", target=back_to, reason=f"{reason} aborted: {exc}"[:2000],
+                error=str(exc)[:2000], effects=[lambda c: capture.clear_fence(c, shop_id)],
+            )
+            raise
+        final = self.lifecycle.apply(
+            shop_id, "finish_cutover", reason=f"{reason}: reads and writes to the tenant",
+            details={"id_reservations": {k: list(v) for k, v in report.reservations.items()}},
+        )
+        report.fenced_seconds = time.perf_counter() - fenced_at
+        report.state = final.state.value
+        report.step(f"live: reads and writes go to the tenant (writes paused {report.fenced_seconds:.2f}s)")
+        return report
+
+    def roll_back_cutover(self, shop_id: int, *, reason: str = "rollback of the cutover") -> CutoverReport:
+        """The way back from phase 4: every write the tenant took goes back to the shared database, then
+        reads and writes follow. Resumes an interrupted rollback."""
+        report = CutoverReport(shop_id)
+        st = self.lifecycle.get(shop_id)
+        if st.state == State.RETIRED:
+            raise CutoverRefused(
+                f"shop {shop_id} is retired: its rows are no longer in the shared database. Restore its archive "
+                "(the way back from phase 5) before rolling back the cutover."
+            )
+        self._state(shop_id, "start_rollback")
+        self.provisioner.require_clean(shop_id)
+        tenant = self.tenant(shop_id)
+        with tenant.connect() as tconn:
+            capture.fence_tenant(tconn)  # the tenant refuses the shop's writes from now on (waits out older ones)
+        fenced_at = time.perf_counter()
+        self.lifecycle.apply(shop_id, "start_rollback", reason=f"{reason}: the tenant refuses writes")
+        report.step("tenant database fences the shop's writes")
+        try:
+            back = capture.sync_tenant_to_source(tenant, self.source, self.catalog, shop_id)
+            report.changes_drained = back.changes
+            report.step(
+                f"copied back {back.changes} changes the tenant took ({back.upserted} rows written, {back.deleted} deleted)"
+            )
+            keyless = [t for t in self.catalog.tables if not t.key_columns]
+            if keyless:
+                copy_back_tables(tenant, self.source, keyless, shop_id)
+                report.step(f"copied back whole tables without a key: {', '.join(t.name for t in keyless)}")
+            verify_both_sides(report, self.source, tenant, self.catalog, shop_id, "after copying back; writes stay on the tenant.")
+        except BaseException as exc:
+            with tenant.connect() as tconn:
+                capture.unfence_tenant(tconn)
+            self.lifecycle.apply(
+                shop_id, "abort_rollback", reason=f"{reason} aborted: {exc}"[:2000], error=str(exc)[:2000]
+            )
+            raise
+        final = self.lifecycle.apply(
+            shop_id, "finish_rollback", reason=f"{reason}: reads and writes back to the shared database",
+            effects=[lambda c: capture.clear_fence(c, shop_id)],
+        )
+        with tenant.connect() as tconn:
+            _mark_tenant_live(tconn, shop_id, False)
+            capture.disable_tenant_capture(tconn, self.catalog)
+        report.fenced_seconds = time.perf_counter() - fenced_at
+        report.state = final.state.value
+        report.step(f"back on the shared database (writes paused {report.fenced_seconds:.2f}s)")
+        return report
+
+    # -- phase 5 ---------------------------------------------------------------------------------------
+
+    def retire(self, shop_id: int, *, confirm: bool) -> RetirementReport:
+        """Archive the shop's rows of the shared database, then delete exactly those (one transaction).
+        Resumes an interrupted retirement (the archive is reused; a deletion that committed is recognised)."""
+        st = self._state(shop_id, "start_retirement")
+        if not confirm:
+            raise RetirementRefused(
+                f"retiring shop {shop_id} deletes its rows from the shared database (archived first): it needs an "
+                "explicit confirmation."
+            )
+        started = time.perf_counter()
+        archive = _load_archive(st.details.get("archive"))
+        if st.state == State.LIVE or archive is None:
+            self.lifecycle.apply(shop_id, "start_retirement", reason="archiving the shop's rows of the shared database")
+            if archive is None:
+                archive = archive_shop(self.source, self.catalog, shop_id, self.archive_dir)
+                self.lifecycle.apply(
+                    shop_id, "start_retirement", reason=f"archived {archive.rows} rows to {archive.path}",
+                    details={"archive": str(archive.path)},
+                )
+        resumed = False
+        if self._shop_rows(shop_id) == 0 and archive.rows > 0:
+            deleted = {t.table: t.rows for t in archive.tables}  # the deletion committed before an interruption
+            resumed = True
+        else:
+            deleted = retire_shop(self.source, self.catalog, archive, confirm=True, state="live").deleted
+        self.lifecycle.apply(
+            shop_id, "finish_retirement", reason=f"retired: {sum(deleted.values())} rows deleted, archive {archive.path}"
+        )
+        return RetirementReport(shop_id, archive, deleted, time.perf_counter() - started, resumed)
+
+    def _shop_rows(self, shop_id: int) -> int:
+        with self.source.connect() as conn:
+            return sum(table_checksum(conn, t, shop_id).rows for t in self.catalog.tables)
+
+    def restore(self, shop_id: int) -> dict[str, int]:
+        """The way back from phase 5: the archive goes back into the shared database, checked byte for byte."""
+        st = self._state(shop_id, "start_restore")
+        archive = _load_archive(st.details.get("archive"))
+        if archive is None:
+            raise RetirementRefused(f"shop {shop_id} has no retirement archive recorded; nothing to restore.")
+        self.lifecycle.apply(shop_id, "start_restore", reason=f"restoring {archive.path}")
+        if self._shop_rows(shop_id) == archive.rows:
+            restored = {t.table: t.rows for t in archive.tables}  # restored before an interruption
+        else:
+            restored = restore_shop(self.source, self.catalog, archive)
+        self.lifecycle.apply(shop_id, "finish_restore", reason=f"retirement undone: {archive.path} restored")
+        return restored
+
+    # -- the way back from phase 1 -----------------------------------------------------------------------
+
+    def deprovision(self, shop_id: int) -> str:
+        """Drop the shop's tenant database and roles, its registry entry and its captured changes."""
+        self._state(shop_id, "start_deprovisioning")
+        self.lifecycle.apply(shop_id, "start_deprovisioning", reason="dropping its tenant database and roles")
+        with self.source.connect() as conn:
+            dropped = capture.disable(conn, shop_id)
+        result = self.provisioner.deprovision(shop_id)
+        self.lifecycle.apply(
+            shop_id, "finish_deprovisioning", captured=False, details={"snapshot": None, "archive": None},
+            reason=f"tenant dropped ({result.database}), {dropped} captured changes dropped",
+        )
+        return (
+            f"database dropped={result.dropped_database}, role dropped={result.dropped_role}, registry entry "
+            f"removed={result.removed_registry_entry}, {dropped} captured changes dropped"
+        )
+
+
+def ensure_control(control: ConnectionSpec, cipher: CredentialCipher) -> None:
+    """The control records (registry, lifecycle, routing function) exist in the control database; idempotent.
+    What an application (or the demo's) needs before it asks `route()`."""
+    with ConnectionRegistry(control, cipher) as registry:
+        registry.ensure_schema()
+    Lifecycle(control).ensure_schema()
+    with control.connect() as conn:
+        install_route_function(conn)
+
+
+def _load_archive(path: str | None) -> Archive | None:
+    if not path or not (Path(path) / "manifest.json").is_file():
+        return None
+    return Archive.load(path)
+
+
+def _mark_tenant_live(tconn: psycopg.Connection, shop_id: int, live: bool) -> None:
+    """The tenant's own record of being live (copy refuses to reload a live tenant)."""
+    with tconn.transaction():
+        tconn.execute(
+            sql.SQL(
+                "INSERT INTO handyshop_migration.lifecycle (shop_id, live_since) VALUES (%s, CASE WHEN %s THEN now() END) "
+                "ON CONFLICT (shop_id) DO UPDATE SET live_since = CASE WHEN %s THEN now() END"
+            ),
+            (shop_id, live, live),
+        )
+
+
+__all__ = [
+    "DEFAULT_ID_BLOCK", "CopyReport", "RetirementReport", "TableResult", "VerifyReport", "Workflow", "ensure_control",
+]
