@@ -98,7 +98,8 @@ def moved(
     catalog = Catalog.load(out)
     ns = unique_namespace()
     env = {**migration_env(source, tmp_path_factory.mktemp("backups"), ns), settings.CATALOG: str(out),
-           settings.ARCHIVE_DIR: str(tmp_path_factory.mktemp("archives"))}
+           settings.ARCHIVE_DIR: str(tmp_path_factory.mktemp("archives")),
+           settings.TENANT_OWNER_ROLE: ns + "shop_owner_{id}"}  # under the namespace, so the teardown drops it
     try:
         with pytest.MonkeyPatch.context() as mp:
             for k, v in env.items():
