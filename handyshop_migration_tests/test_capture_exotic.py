@@ -55,7 +55,7 @@ def test_exotic_schema_syncs_cuts_over_and_comes_back(pg_server: ConnectionSpec)
             app.execute("INSERT INTO event_log VALUES (2, now(), '{\"neu\": true}', 'ohne Schlüssel')")  # no primary key
             app.execute("INSERT INTO event_log VALUES (3, now(), '{}', 'another tenant')")
             app.commit()
-        result = capture.sync_source_to_tenant(source, tenant, catalog, shop)
+        result = capture.apply_changes(capture.TO_TENANT, source, tenant, catalog, shop)
         assert result.changes >= 5 and "event_log" in result.recopied
         with source.connect() as src, tenant.connect() as dst:
             assert [v.describe() for v in verify_tables(src, dst, catalog, shop) if not v.ok] == []

@@ -112,7 +112,7 @@ def test_writes_during_copy_and_sync_reach_the_tenants_and_cutover_verifies(worl
             world.provisioner.provision(shop)
             copy_shop(world.source, world.tenant(shop), render(world.catalog), shop)
         for shop in SHOPS:
-            result = capture.sync_source_to_tenant(world.source, world.tenant(shop), world.catalog, shop)
+            result = capture.apply_changes(capture.TO_TENANT, world.source, world.tenant(shop), world.catalog, shop)
             assert result.changes > 0 and result.lag is not None
         _wait_for_writes(world.app, 1100)
         # reads first, gradually: the bucket rule decides per shop, deterministically

@@ -37,7 +37,7 @@ def build_phase3(catalog: Catalog) -> list[dg.AssetsDefinition]:
                     description=f"shop {shop}'s writes are not captured (its copy ran with HANDYSHOP_CAPTURE=off, or "
                     "phase 3 was rolled back): copy the shop again (migrate_shop) with capture on."
                 )
-        result = capture.sync_source_to_tenant(source.spec(), tenant_server.tenant_admin(shop), catalog, shop)
+        result = capture.apply_changes(capture.TO_TENANT, source.spec(), tenant_server.tenant_admin(shop), catalog, shop)
         return dg.MaterializeResult(
             metadata={
                 "changes_applied": result.changes,

@@ -73,3 +73,7 @@ class LifecycleRefused(HandyshopError):
 
 class UnexpectedResult(HandyshopError):
     """A query that always returns a row returned none: the server or a concurrent change broke an invariant."""
+
+
+class PrivilegeMissing(HandyshopError):
+    """The connected role lacks a privilege the migration needs (the message names it and the GRANT)."""

@@ -141,15 +141,6 @@ def _verify(
     report.step(f"verified {len(report.verification)} tables: counts and checksums equal")
 
 
-def _mark_live(tenant: psycopg.Connection, shop_id: int, live: bool) -> None:
-    with tenant.transaction():
-        tenant.execute(
-            "INSERT INTO handyshop_migration.lifecycle (shop_id, live_since) VALUES (%s, CASE WHEN %s THEN now() END) "
-            "ON CONFLICT (shop_id) DO UPDATE SET live_since = CASE WHEN %s THEN now() END",
-            (shop_id, live, live),
-        )
-
-
 def cut_over_writes(
     source: ConnectionSpec,
     tenant: ConnectionSpec,
@@ -172,7 +163,7 @@ def cut_over_writes(
             raise CutoverRefused(
                 f"shop {shop_id}'s writes are not captured; run phase 3 (tenant_sync) before cutting over."
             )
-    pre = capture.sync_source_to_tenant(source, tenant, catalog, shop_id)
+    pre = capture.apply_changes(capture.TO_TENANT, source, tenant, catalog, shop_id)
     report.step(f"synced {pre.changes} changes while the shop still wrote to the shared database")
     routing.set(shop_id, state="cutting_over", reason=f"{reason}: fencing", expect=("shared", "reads_rollout", "cutting_over"))
     with source.connect() as sconn:
@@ -180,7 +171,7 @@ def cut_over_writes(
     fenced_at = time.perf_counter()
     report.step("shared database fences the shop's writes")
     try:
-        drained = capture.sync_source_to_tenant(source, tenant, catalog, shop_id)
+        drained = capture.apply_changes(capture.TO_TENANT, source, tenant, catalog, shop_id)
         report.changes_drained = pre.changes + drained.changes
         if drained.lag.pending:
             raise CutoverRefused(f"shop {shop_id}: {drained.lag.pending} changes still pending after draining")
@@ -191,7 +182,12 @@ def cut_over_writes(
             report.reservations = reserve_ids(sconn, tconn, catalog, shop_id, id_block)
             report.step(f"reserved id blocks of {id_block} in {len(report.reservations)} sequences")
             capture.enable_tenant_capture(tconn, catalog, shop_id)
-            _mark_live(tconn, shop_id, True)
+        # The shared side's fence for good, then the tenant open, then routing (the lead's flip will make the
+        # first and the last one transaction).
+        with source.connect() as sconn, sconn.transaction():
+            capture.make_permanent(sconn, shop_id, reason=f"{reason}: live on the tenant")
+        with tenant.connect() as tconn:
+            capture.open_tenant_writes(tconn, catalog, shop_id, reason)
         report.route = routing.set(
             shop_id, state="live", reads="tenant", writes="tenant", reason=f"{reason}: writes to the tenant",
             expect=("cutting_over",),
@@ -230,16 +226,16 @@ def roll_back_cutover(
         raise CutoverRefused(f"shop {shop_id}'s writes already go to the shared database (state {current.state}).")
     routing.set(shop_id, state="rolling_back", reason=f"{reason}: fencing the tenant", expect=("live", "rolling_back"))
     with tenant.connect() as tconn:
-        capture.fence_tenant(tconn)
+        capture.close_tenant_writes(tconn, shop_id, reason)
     fenced_at = time.perf_counter()
     report.step("tenant database fences the shop's writes")
     try:
-        back = capture.sync_tenant_to_source(tenant, source, catalog, shop_id)
+        back = capture.apply_changes(capture.TO_SHARED, tenant, source, catalog, shop_id)
         report.changes_drained = back.changes
         report.step(f"copied back {back.changes} changes the tenant took ({back.upserted} rows written, {back.deleted} deleted)")
         keyless = [t for t in catalog.tables if not t.key_columns]
         if keyless:
-            copy_back_tables(tenant, source, keyless, shop_id)
+            capture.copy_back_tables(tenant, source, keyless, shop_id)
             report.step(f"copied back whole tables without a key: {', '.join(t.name for t in keyless)}")
         _verify(report, source, tenant, catalog, shop_id, "after copying back; writes stay on the tenant.")
         with source.connect() as sconn:
@@ -249,37 +245,13 @@ def roll_back_cutover(
             reason=f"{reason}: reads and writes back to the shared database", expect=("rolling_back",),
         )
         with tenant.connect() as tconn:
-            _mark_live(tconn, shop_id, False)
+            capture.end_tenant_live(tconn, shop_id, f"{reason}: back on the shared database")
             capture.disable_tenant_capture(tconn, catalog)
     except Exception as exc:
         with tenant.connect() as tconn:
-            capture.unfence_tenant(tconn)
+            capture.open_tenant_writes(tconn, catalog, shop_id, f"{reason} aborted")
         routing.set(shop_id, state="live", reads="tenant", writes="tenant", reason=f"{reason} aborted: {exc}")
         raise
     report.fenced_seconds = time.perf_counter() - fenced_at
     report.step(f"back on the shared database (writes paused {report.fenced_seconds:.2f}s)")
     return report
-
-
-def copy_back_tables(tenant: ConnectionSpec, source: ConnectionSpec, tables: list[Table], shop_id: int) -> None:
-    """Tables without a key go back whole: the shop's rows in the shared database are replaced."""
-    with tenant.connect() as tconn, source.connect() as sconn, sconn.transaction():
-        sconn.execute(sql.SQL("SET LOCAL {} = 'on'").format(sql.Identifier(*capture.REPLAYING.split("."))))
-        for t in tables:
-            ident = sql.Identifier(t.schema, t.name)
-            sconn.execute(
-                sql.SQL("DELETE FROM ONLY {} WHERE {} = %s").format(ident, sql.Identifier(t.tenant_column)), (shop_id,)
-            )
-            cols = sql.SQL(", ").join(map(sql.Identifier, t.copy_columns))
-            with tconn.cursor().copy(sql.SQL("COPY (SELECT {} FROM ONLY {}) TO STDOUT").format(cols, ident)) as out, \
-                    sconn.cursor().copy(
-                        sql.SQL("COPY {} ({}, {}) FROM STDIN").format(ident, sql.Identifier(t.tenant_column), cols)
-                    ) as sink:
-                prefix = f"{shop_id}\t".encode()
-                buffer = b""
-                for data in out:
-                    buffer += bytes(data)
-                    *lines, buffer = buffer.split(b"\n")
-                    sink.write(b"".join(prefix + line + b"\n" for line in lines))
-                if buffer:
-                    sink.write(prefix + buffer + b"\n")
