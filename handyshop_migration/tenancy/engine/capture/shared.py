@@ -3,6 +3,7 @@ lease fence, the lag. See the package docstring for why it is built this way."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,15 +68,47 @@ def _exists(conn: psycopg.Connection) -> bool:
     return bool(row and row[0])
 
 
+def version() -> str:
+    """Of the shared side's SQL: a new version is installed over the old one."""
+    text = _sql.text("shared_schema.sql") + _sql.text("shared_capture.sql")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _installed(source: psycopg.Connection, catalog: Catalog) -> bool:
+    """This version's schema is in place and every table of the catalog registered as it is now."""
+    if not _exists(source):
+        return False
+    row = one_row(
+        source,
+        "SELECT obj_description('handyshop_capture'::regnamespace, 'pg_namespace') IS NOT DISTINCT FROM %s AND "
+        "(SELECT count(*) FROM handyshop_capture.tables t JOIN unnest(%s::text[], %s::text[], %s::text[], %s::text[]) "
+        " u(s, n, c, k) ON (t.table_schema, t.table_name, t.tenant_column, array_to_string(t.key_columns, ',')) = "
+        " (u.s, u.n, u.c, u.k)) = %s",
+        (
+            version(),
+            [t.schema for t in catalog.tables],
+            [t.name for t in catalog.tables],
+            [t.tenant_column for t in catalog.tables],
+            [",".join(t.key_columns) for t in catalog.tables],
+            len(catalog.tables),
+        ),
+    )
+    source.rollback()
+    return bool(row[0])
+
+
 def install(source: psycopg.Connection, catalog: Catalog) -> list[str]:
     """Create the capture schema, its functions and one capture function per tenant table (idempotent).
 
     No trigger is created here: triggers exist only while a shop is captured (`enable`), and carry the
     captured shops in their WHEN clause. Returns the tables whose capture function was (re)registered."""
+    if _installed(source, catalog):
+        return []  # a live database pays the schema's locks once per version, not on every enable
     registered = []
     with source.transaction():
         source.execute("SELECT pg_advisory_xact_lock(%s)", (TRIGGER_LOCK,))
         source.execute(_sql.text("shared_schema.sql").encode())
+        source.execute(sql.SQL("COMMENT ON SCHEMA handyshop_capture IS {}").format(sql.Literal(version())))
         have = {
             (r[0], r[1]): (r[2], list(r[3]))
             for r in source.execute(
@@ -123,7 +156,9 @@ def _registered_tables(conn: psycopg.Connection) -> list[tuple[str, str, str, st
     return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
 
 
-def _trigger_statements(schema: str, name: str, column: str, function: str, shops: Sequence[int]) -> list[sql.Composable]:
+def _trigger_statements(
+    schema: str, name: str, column: str, function: str, shops: Sequence[int], checked: Sequence[int]
+) -> list[sql.Composable]:
     table = sql.Identifier(schema, name)
     statements: list[sql.Composable] = [
         sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(sql.Identifier(LEGACY_TRIGGER), table)
@@ -134,9 +169,13 @@ def _trigger_statements(schema: str, name: str, column: str, function: str, shop
         ]
     captured = sql.SQL("{}::bigint[]").format(sql.Literal("{" + ",".join(str(int(s)) for s in shops) + "}"))
     tc = sql.Identifier(column)
-    fn = sql.Identifier("handyshop_capture", function)
+    # At least one argument: without any, TG_ARGV is NULL and every write would take the slow path.
+    args = [str(int(s)) for s in checked] or ["-"]
+    fn = sql.SQL("{}({})").format(
+        sql.Identifier("handyshop_capture", function), sql.SQL(", ").join(map(sql.Literal, args))
+    )
     row_trigger = sql.SQL(
-        "CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION {fn}()"
+        "CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION {fn}"
     )
     new = sql.SQL("NEW.{} = ANY ({})").format(tc, captured)
     old = sql.SQL("OLD.{} = ANY ({})").format(tc, captured)
@@ -166,10 +205,12 @@ def _rewrite_triggers(conn: psycopg.Connection, *, timeout: float = 300.0) -> li
     conn.commit()
     conn.execute("SELECT pg_advisory_lock(%s)", (TRIGGER_LOCK,))
     try:
-        shops = [int(r[0]) for r in conn.execute("SELECT shop_id FROM handyshop_capture.shops ORDER BY 1").fetchall()]
+        rows = conn.execute("SELECT shop_id, checked FROM handyshop_capture.shops ORDER BY 1").fetchall()
         conn.commit()
+        shops, checked = [int(r[0]) for r in rows], [int(r[0]) for r in rows if r[1]]
         for schema, name, column, function in _registered_tables(conn):
-            _locked_ddl(conn, _trigger_statements(schema, name, column, function, shops), f"{schema}.{name}", timeout)
+            statements = _trigger_statements(schema, name, column, function, shops, checked)
+            _locked_ddl(conn, statements, f"{schema}.{name}", timeout)
         return shops
     finally:
         conn.rollback()
@@ -306,6 +347,8 @@ def disable(source: psycopg.Connection, shop_id: int) -> int:
         source.execute("DELETE FROM handyshop_capture.sync_state WHERE shop_id = %s", (shop_id,))
         source.execute("DELETE FROM handyshop_capture.touched WHERE shop_id = %s", (shop_id,))
     _rewrite_triggers(source)
+    with source.transaction():  # logged by triggers that still named the shop until they were rewritten
+        dropped += source.execute("DELETE FROM handyshop_capture.changes WHERE shop_id = %s", (shop_id,)).rowcount
     return dropped
 
 
@@ -383,6 +426,16 @@ def fence(
     reaches the log until the lease ends, so a drain can reach zero. A permanent fence stays as it is."""
     if lease_seconds <= 0 or max_wait_ms < 0:
         raise CaptureError(f"fence of shop {shop_id}: the lease must be positive and the wait not negative.")
+    # First the triggers check the shop's writes against the fence (rewriting a table's trigger waits for
+    # the writes already running on it), then the lease starts: a running lease implies checking triggers.
+    with source.transaction():
+        marked = source.execute(
+            "UPDATE handyshop_capture.shops SET checked = true WHERE shop_id = %s RETURNING checked", (shop_id,)
+        ).fetchone()
+    if marked is None:
+        raise CaptureError(f"shop {shop_id} is not captured: enable capture (phase 3) before fencing it.")
+    if not _triggers_check(source, shop_id):
+        _rewrite_triggers(source)
     with source.transaction():
         _lock_fence(source, shop_id)
         row = source.execute(
@@ -390,13 +443,13 @@ def fence(
             "fenced_at = CASE WHEN fenced_until IS NULL OR fenced_until <= clock_timestamp() THEN clock_timestamp() "
             "                 ELSE fenced_at END, "
             "fenced_until = clock_timestamp() + make_interval(secs => %s), fence_reason = %s, max_wait_ms = %s "
-            "WHERE shop_id = %s AND fenced_until IS DISTINCT FROM 'infinity' RETURNING shop_id",
+            "WHERE shop_id = %s AND checked AND fenced_until IS DISTINCT FROM 'infinity' RETURNING shop_id",
             (lease_seconds, reason, max_wait_ms, shop_id),
         ).fetchone()
     if row is None:
         state = fence_state(source, shop_id)
-        if not state.captured:
-            raise CaptureError(f"shop {shop_id} is not captured: enable capture (phase 3) before fencing it.")
+        if not state.permanent:
+            raise CaptureError(f"shop {shop_id}'s fence was lifted while it was being set up; fence it again.")
         return state  # already permanent
     wait_for_older_transactions(source)
     return fence_state(source, shop_id)
@@ -444,7 +497,7 @@ def make_permanent(conn: psycopg.Connection, shop_id: int, *, reason: str | None
         raise CaptureError(f"make_permanent needs a READ COMMITTED transaction, not {level}.")
     _lock_fence(conn, shop_id)
     row = conn.execute(
-        "SELECT fenced_until = 'infinity', fenced_until > clock_timestamp() "
+        "SELECT fenced_until = 'infinity', fenced_until > clock_timestamp() AND checked "
         "FROM handyshop_capture.shops WHERE shop_id = %s FOR UPDATE",
         (shop_id,),
     ).fetchone()
@@ -467,11 +520,29 @@ def make_permanent(conn: psycopg.Connection, shop_id: int, *, reason: str | None
 
 def unfence(source: psycopg.Connection, shop_id: int) -> None:
     """Let the shop's writes flow in the shared database again (a failed cutover; the way back). Inside a
-    caller's transaction it commits with it; otherwise at once."""
+    caller's transaction it commits with it (the triggers keep checking the shop's writes, which pass,
+    until the next trigger rewrite); otherwise at once, and the triggers stop checking them."""
+    inside = source.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
     with source.transaction():
         _lock_fence(source, shop_id)
         source.execute(
-            "UPDATE handyshop_capture.shops SET fenced_until = NULL, fenced_at = NULL, fence_reason = NULL "
-            "WHERE shop_id = %s",
+            "UPDATE handyshop_capture.shops SET fenced_until = NULL, fenced_at = NULL, fence_reason = NULL, "
+            "checked = false WHERE shop_id = %s",
             (shop_id,),
         )
+    if not inside:
+        _rewrite_triggers(source)
+
+
+def _triggers_check(conn: psycopg.Connection, shop_id: int) -> bool:
+    """Every registered table's insert trigger lists the shop among those whose writes it checks."""
+    row = one_row(
+        conn,
+        "SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgname = %s "
+        "  AND g.tgrelid = to_regclass(format('%%I.%%I', t.table_schema, t.table_name)) "
+        "  AND strpos(pg_get_triggerdef(g.oid), 'EXECUTE FUNCTION') < strpos(pg_get_triggerdef(g.oid), %s))) "
+        "FROM handyshop_capture.tables t",
+        (INSERT_TRIGGER, f"'{int(shop_id)}'"),
+    )
+    conn.rollback()
+    return int(row[0]) == 0

@@ -21,7 +21,11 @@ CREATE TABLE IF NOT EXISTS handyshop_capture.shops (
 -- elsewhere: HS001 "moved" at once.
 ALTER TABLE handyshop_capture.shops ADD COLUMN IF NOT EXISTS fenced_until timestamptz;
 ALTER TABLE handyshop_capture.shops ADD COLUMN IF NOT EXISTS max_wait_ms integer NOT NULL DEFAULT 2000;
-UPDATE handyshop_capture.shops SET fenced_until = 'infinity' WHERE fenced_at IS NOT NULL AND fenced_until IS NULL;
+-- The shop's writes are checked against the fence (listed in the capture triggers' arguments); set by
+-- fence() before the lease, so a running lease implies triggers that check it.
+ALTER TABLE handyshop_capture.shops ADD COLUMN IF NOT EXISTS checked boolean NOT NULL DEFAULT false;
+UPDATE handyshop_capture.shops SET fenced_until = 'infinity', checked = true
+ WHERE fenced_at IS NOT NULL AND fenced_until IS NULL;
 
 -- One row per changed key of a captured shop. No primary key: one index serves the sync (a shop's
 -- entries), the consumption (DELETE by shop and ids) and the lag; every index is paid on each write.
@@ -74,8 +78,8 @@ GRANT USAGE ON SEQUENCE handyshop_capture.changes_id_seq TO PUBLIC;
 DROP FUNCTION IF EXISTS handyshop_capture.on_change() CASCADE;
 DROP FUNCTION IF EXISTS handyshop_capture.on_truncate() CASCADE;
 
--- The slow path of a captured shop's write, when the fast path (the trigger's INSERT that finds the shop
--- captured and not fenced) logged nothing. Returns true if the write is to be logged (captured, not
+-- The slow path of a write of a shop whose writes are checked (being fenced, or fenced), or of a row
+-- moving between shops. Returns true if the write is to be logged (captured, not
 -- fenced, or its lease ran out), false if the shop is not captured; raises HS001 when the shop is fenced
 -- past the bounded wait, or moved for good.
 --
