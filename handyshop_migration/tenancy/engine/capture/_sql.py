@@ -22,7 +22,7 @@ def function_name(table: Table, prefix: str) -> str:
     """A per-table function name: readable, unique per (schema, table), at most 63 bytes."""
     digest = hashlib.sha256(f"{table.schema}.{table.name}".encode()).hexdigest()[:10]
     stem = "".join(ch if ch.isascii() and (ch.isalnum() or ch == "_") else "_" for ch in table.name.lower())
-    return f"{prefix}_{stem[:40]}_{digest}"
+    return f"{prefix}_{stem[:36]}_{digest}"  # room for a 4-byte suffix (_ins, _upd, _del)
 
 
 def key_object(columns: tuple[str, ...], row: str) -> sql.Composable:
@@ -43,11 +43,20 @@ def key_changed(columns: tuple[str, ...]) -> sql.Composable:
     )
 
 
-def capture_function(template: str, function: sql.Identifier, table: Table) -> sql.Composed:
-    """The CREATE OR REPLACE FUNCTION of one table from `shared_capture.sql` or `tenant_capture.sql`."""
+def event_functions(schema: str, base: str) -> dict[str, sql.Identifier]:
+    """The shared side's three per-event functions of one table (see shared_capture.sql)."""
+    return {
+        f"{event}_function": sql.Identifier(schema, f"{base}_{event[:3]}") for event in ("insert", "update", "delete")
+    }
+
+
+def capture_function(template: str, function: sql.Identifier | dict[str, sql.Identifier], table: Table) -> sql.Composed:
+    """The CREATE OR REPLACE FUNCTION(s) of one table from `shared_capture.sql` (a dict of the per-event
+    names) or `tenant_capture.sql` (one name)."""
     keys = table.key_columns
+    names = function if isinstance(function, dict) else {"function": function}
     return sql.SQL(text(template)).format(
-        function=function,
+        **names,
         table=sql.Literal(table.name),
         tenant_column=sql.Identifier(table.tenant_column),
         new_key=key_object(keys, "NEW"),

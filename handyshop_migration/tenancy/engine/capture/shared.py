@@ -117,7 +117,7 @@ def install(source: psycopg.Connection, catalog: Catalog) -> list[str]:
         }
         for t in catalog.tables:
             fn = _sql.function_name(t, "capture")
-            source.execute(_sql.capture_function("shared_capture.sql", sql.Identifier("handyshop_capture", fn), t))
+            source.execute(_sql.capture_function("shared_capture.sql", _sql.event_functions("handyshop_capture", fn), t))
             if have.get((t.schema, t.name)) != (t.tenant_column, list(t.key_columns)):
                 registered.append(t.name)
             source.execute(
@@ -171,21 +171,27 @@ def _trigger_statements(
     tc = sql.Identifier(column)
     # At least one argument: without any, TG_ARGV is NULL and every write would take the slow path.
     args = [str(int(s)) for s in checked] or ["-"]
-    fn = sql.SQL("{}({})").format(
-        sql.Identifier("handyshop_capture", function), sql.SQL(", ").join(map(sql.Literal, args))
-    )
+    functions = _sql.event_functions("handyshop_capture", function)
+    call = {
+        event: sql.SQL("{}({})").format(functions[f"{event}_function"], sql.SQL(", ").join(map(sql.Literal, args)))
+        for event in ("insert", "update", "delete")
+    }
     row_trigger = sql.SQL(
         "CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION {fn}"
     )
     new = sql.SQL("NEW.{} = ANY ({})").format(tc, captured)
     old = sql.SQL("OLD.{} = ANY ({})").format(tc, captured)
     return statements + [
-        row_trigger.format(name=sql.Identifier(INSERT_TRIGGER), event=sql.SQL("INSERT"), table=table, when=new, fn=fn),
+        row_trigger.format(
+            name=sql.Identifier(INSERT_TRIGGER), event=sql.SQL("INSERT"), table=table, when=new, fn=call["insert"]
+        ),
         row_trigger.format(
             name=sql.Identifier(UPDATE_TRIGGER), event=sql.SQL("UPDATE"), table=table,
-            when=sql.SQL("{} OR {}").format(old, new), fn=fn,
+            when=sql.SQL("{} OR {}").format(old, new), fn=call["update"],
         ),
-        row_trigger.format(name=sql.Identifier(DELETE_TRIGGER), event=sql.SQL("DELETE"), table=table, when=old, fn=fn),
+        row_trigger.format(
+            name=sql.Identifier(DELETE_TRIGGER), event=sql.SQL("DELETE"), table=table, when=old, fn=call["delete"]
+        ),
         sql.SQL(
             "CREATE OR REPLACE TRIGGER {} BEFORE TRUNCATE ON {} FOR EACH STATEMENT "
             "EXECUTE FUNCTION handyshop_capture.refuse_truncate()"
