@@ -240,6 +240,30 @@ def test_the_wait_is_bounded_and_the_refusal_says_what_to_do(world: World) -> No
     assert _entries(w, SHOP) == []  # the refused write left nothing
 
 
+def test_the_lease_can_be_set_and_lifted_inside_the_callers_transaction(world: World) -> None:
+    """The lifecycle's pattern: the fence is one effect of a transition's transaction."""
+    w, cid = world, _customer(world.source, SHOP)
+    with w.source.connect() as conn:
+        with pytest.raises(CaptureError, match="prepare_fence"), conn.transaction():
+            capture.set_fence(conn, SHOP, "lifecycle: cutting over")  # the triggers do not check the shop yet
+        capture.prepare_fence(conn, SHOP)
+        assert _update_customer(w.app, cid, "geprüft, frei") == "geprüft, frei"  # checked, but no lease: flows
+        with conn.transaction():
+            capture.set_fence(conn, SHOP, "lifecycle: cutting over", lease_seconds=30, max_wait_ms=100)
+            assert _update_customer(w.app, cid, "noch frei") == "noch frei"  # not committed: nothing fenced yet
+        capture.wait_for_older_transactions(conn)
+        with pytest.raises(psycopg.Error) as refused:
+            _update_customer(w.app, cid, "gesperrt")
+        assert refused.value.sqlstate == capture.FENCE_SQLSTATE
+        with conn.transaction():
+            capture.clear_fence(conn, SHOP)
+        assert _update_customer(w.app, cid, "wieder frei") == "wieder frei"
+        assert not capture.fence_state(conn, SHOP).fenced
+        capture.unfence(conn, SHOP)  # outside a transaction: the triggers stop checking the shop too
+        assert _capture_triggers(conn)["customers.handyshop_capture_upd"].endswith("('-')")
+    assert _sync(w).lag.pending == 0
+
+
 def test_a_lease_that_runs_out_lets_writes_flow_and_cannot_be_made_permanent(world: World) -> None:
     w, cid = world, _customer(world.source, SHOP)
     with w.source.connect() as conn:

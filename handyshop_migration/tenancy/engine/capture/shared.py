@@ -416,6 +416,67 @@ def is_fenced(source: psycopg.Connection, shop_id: int) -> bool:
     return fence_state(source, shop_id).fenced
 
 
+def prepare_fence(source: psycopg.Connection, shop_id: int) -> None:
+    """Have the capture triggers check the shop's writes against the fence (commits; idempotent). The
+    first step of `fence`; on its own, for callers that set the lease inside a transaction of their own
+    (`set_fence`). Rewriting a table's trigger waits for the writes already running on it; the shop's
+    writes still flow (they pass `admit()`) until a lease is set."""
+    with source.transaction():
+        marked = source.execute(
+            "UPDATE handyshop_capture.shops SET checked = true WHERE shop_id = %s RETURNING checked", (shop_id,)
+        ).fetchone()
+    if marked is None:
+        raise CaptureError(f"shop {shop_id} is not captured: enable capture (phase 3) before fencing it.")
+    if not _triggers_check(source, shop_id):
+        _rewrite_triggers(source)
+
+
+def set_fence(
+    conn: psycopg.Connection,
+    shop_id: int,
+    reason: str,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    *,
+    max_wait_ms: int = DEFAULT_MAX_WAIT_MS,
+) -> None:
+    """Start (or restart) the lease inside the caller's transaction, e.g. with the lifecycle change that
+    needs it; after committing, the caller waits out older writers (`wait_for_older_transactions`) before
+    it drains. Needs `prepare_fence` first (refused otherwise: the triggers would not check the shop). A
+    permanent fence is left as it is."""
+    if lease_seconds <= 0 or max_wait_ms < 0:
+        raise CaptureError(f"fence of shop {shop_id}: the lease must be positive and the wait not negative.")
+    _lock_fence(conn, shop_id)
+    row = conn.execute(
+        "UPDATE handyshop_capture.shops SET "
+        "fenced_at = CASE WHEN fenced_until IS NULL OR fenced_until <= clock_timestamp() THEN clock_timestamp() "
+        "                 ELSE fenced_at END, "
+        "fenced_until = clock_timestamp() + make_interval(secs => %s), fence_reason = %s, max_wait_ms = %s "
+        "WHERE shop_id = %s AND checked AND fenced_until IS DISTINCT FROM 'infinity' RETURNING shop_id",
+        (lease_seconds, reason, max_wait_ms, shop_id),
+    ).fetchone()
+    if row is not None:
+        return
+    state = conn.execute(
+        "SELECT checked, fenced_until = 'infinity' FROM handyshop_capture.shops WHERE shop_id = %s", (shop_id,)
+    ).fetchone()
+    if state is None:
+        raise CaptureError(f"shop {shop_id} is not captured: enable capture (phase 3) before fencing it.")
+    if not state[1]:
+        raise CaptureError(
+            f"shop {shop_id}'s writes are not checked against a fence yet: call capture.prepare_fence first."
+        )
+
+
+def clear_fence(conn: psycopg.Connection, shop_id: int) -> None:
+    """Lift the shop's fence inside the caller's transaction (see `unfence`)."""
+    _lock_fence(conn, shop_id)
+    conn.execute(
+        "UPDATE handyshop_capture.shops SET fenced_until = NULL, fenced_at = NULL, fence_reason = NULL, "
+        "checked = false WHERE shop_id = %s",
+        (shop_id,),
+    )
+
+
 def fence(
     source: psycopg.Connection,
     shop_id: int,
@@ -429,34 +490,12 @@ def fence(
     made permanent; if nobody renews the lease (the cutover died), writes flow again when it runs out.
 
     Returns after waiting out every transaction older than the fence: from then on no write of the shop
-    reaches the log until the lease ends, so a drain can reach zero. A permanent fence stays as it is."""
-    if lease_seconds <= 0 or max_wait_ms < 0:
-        raise CaptureError(f"fence of shop {shop_id}: the lease must be positive and the wait not negative.")
-    # First the triggers check the shop's writes against the fence (rewriting a table's trigger waits for
-    # the writes already running on it), then the lease starts: a running lease implies checking triggers.
+    reaches the log until the lease ends, so a drain can reach zero. A permanent fence stays as it is.
+    First the triggers check the shop's writes (`prepare_fence`), then the lease starts (`set_fence`): a
+    running lease always has checking triggers behind it."""
+    prepare_fence(source, shop_id)
     with source.transaction():
-        marked = source.execute(
-            "UPDATE handyshop_capture.shops SET checked = true WHERE shop_id = %s RETURNING checked", (shop_id,)
-        ).fetchone()
-    if marked is None:
-        raise CaptureError(f"shop {shop_id} is not captured: enable capture (phase 3) before fencing it.")
-    if not _triggers_check(source, shop_id):
-        _rewrite_triggers(source)
-    with source.transaction():
-        _lock_fence(source, shop_id)
-        row = source.execute(
-            "UPDATE handyshop_capture.shops SET "
-            "fenced_at = CASE WHEN fenced_until IS NULL OR fenced_until <= clock_timestamp() THEN clock_timestamp() "
-            "                 ELSE fenced_at END, "
-            "fenced_until = clock_timestamp() + make_interval(secs => %s), fence_reason = %s, max_wait_ms = %s "
-            "WHERE shop_id = %s AND checked AND fenced_until IS DISTINCT FROM 'infinity' RETURNING shop_id",
-            (lease_seconds, reason, max_wait_ms, shop_id),
-        ).fetchone()
-    if row is None:
-        state = fence_state(source, shop_id)
-        if not state.permanent:
-            raise CaptureError(f"shop {shop_id}'s fence was lifted while it was being set up; fence it again.")
-        return state  # already permanent
+        set_fence(source, shop_id, reason, lease_seconds, max_wait_ms=max_wait_ms)
     wait_for_older_transactions(source)
     return fence_state(source, shop_id)
 
@@ -530,12 +569,7 @@ def unfence(source: psycopg.Connection, shop_id: int) -> None:
     until the next trigger rewrite); otherwise at once, and the triggers stop checking them."""
     inside = source.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
     with source.transaction():
-        _lock_fence(source, shop_id)
-        source.execute(
-            "UPDATE handyshop_capture.shops SET fenced_until = NULL, fenced_at = NULL, fence_reason = NULL, "
-            "checked = false WHERE shop_id = %s",
-            (shop_id,),
-        )
+        clear_fence(source, shop_id)
     if not inside:
         _rewrite_triggers(source)
 
