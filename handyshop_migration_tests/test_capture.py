@@ -427,6 +427,17 @@ def test_tenant_capture_and_the_way_back_run_as_the_tenant_role(world: World) ->
         conn.commit()
         ops = conn.execute("SELECT table_name, op FROM handyshop_migration.changes ORDER BY id").fetchall()
         assert ops == [("customers", "I"), ("customers", "U"), ("newsletter_subscribers", "D")]
+        # an application role that owns nothing (data only) writes too: its keys are logged with its own rights
+        conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}").format(
+            sql.Identifier(w.app.user)))
+        conn.commit()
+    with w.tenant.with_user(w.app.user, Secret(PASSWORD)).connect() as app:
+        app.execute("UPDATE customers SET zip_code = '4020' WHERE id = %s", (new_id,))
+        app.commit()
+    with w.tenant.connect() as conn:
+        assert capture.tenant_lag(conn).pending == 4
+        conn.execute("DELETE FROM handyshop_migration.changes WHERE id = (SELECT max(id) FROM handyshop_migration.changes)")
+        conn.commit()
         with replaying(conn):  # a replay is not a change of the tenant's
             conn.execute("UPDATE customers SET city = city")
         assert capture.tenant_lag(conn).pending == 3

@@ -17,6 +17,7 @@ CREATE TABLE IF NOT EXISTS handyshop_migration.tenant_state (
     since timestamptz NOT NULL DEFAULT now()
 );
 CREATE UNIQUE INDEX IF NOT EXISTS tenant_state_one_row ON handyshop_migration.tenant_state ((true));
+GRANT USAGE ON SCHEMA handyshop_migration TO PUBLIC;
 GRANT SELECT ON handyshop_migration.tenant_state TO PUBLIC;
 
 CREATE OR REPLACE FUNCTION handyshop_migration.guard() RETURNS trigger

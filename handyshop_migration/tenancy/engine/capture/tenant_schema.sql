@@ -12,8 +12,10 @@ CREATE TABLE IF NOT EXISTS handyshop_migration.changes (
     key jsonb NOT NULL,
     captured_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
--- Only the tenant role (and the admin) can connect to a tenant database, so PUBLIC is the tenant role
--- here: while the admin still owns the bookkeeping, the tenant role's writes can log their keys.
+-- Only the tenant's own roles (its owner, its application role) and the admin can connect to a tenant
+-- database, so PUBLIC is the tenant here: whoever of them writes can log the key (the triggers run with
+-- the writer's rights); reading, changing or deleting entries stays with the owner.
+GRANT USAGE ON SCHEMA handyshop_migration TO PUBLIC;
 GRANT INSERT ON handyshop_migration.changes TO PUBLIC;
 GRANT USAGE ON SEQUENCE handyshop_migration.changes_id_seq TO PUBLIC;
 
