@@ -7,6 +7,8 @@
   `COPY ... FROM STDIN` chunk by chunk; no row is materialised in Python, memory stays flat. BINARY
   format, except for tables whose types embed server-specific OIDs (arrays of enums, composites), which
   go as text.
+- A replay: each load runs in replica mode (`db.replaying`), so no trigger of the tenant fires — not its
+  write guard, not a trigger carried over from the application — and the rows are the source's exactly.
 - Rerunnable: per table, one tenant transaction truncates and loads (`COPY FREEZE`: no second write of
   every page for hint bits), so a rerun leaves exactly the source rows. This is only allowed while the
   tenant is not live.
