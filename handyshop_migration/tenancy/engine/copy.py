@@ -244,6 +244,16 @@ def refuse_if_live(tenant: psycopg.Connection, shop_id: int) -> None:
     from handyshop_migration.tenancy.engine.capture.guard import tenant_guard_state  # capture imports copy
 
     state = tenant_guard_state(tenant)
+    if state is None and tenant.execute("SELECT to_regclass('handyshop_migration.lifecycle')").fetchone() != (None,):
+        # a tenant cut over by the first version, before the write guard: its lifecycle row says it
+        legacy = tenant.execute(
+            "SELECT live_since FROM handyshop_migration.lifecycle WHERE live_since IS NOT NULL"
+        ).fetchone()
+        if legacy is not None:
+            raise CopyError(
+                f"shop {shop_id}'s tenant database is live (since {legacy[0]:%Y-%m-%d %H:%M:%S}, recorded before "
+                "the write guard); a copy would erase its writes. Roll back the cutover (phase 4) first."
+            )
     if state is not None and state.live_since is not None:
         raise CopyError(
             f"shop {shop_id}'s tenant database is live (it takes the shop's writes since {state.live_since:%Y-%m-%d %H:%M:%S}); "
