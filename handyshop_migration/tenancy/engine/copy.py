@@ -339,8 +339,6 @@ def copy_table(
         with replaying(tenant):  # a bulk load: the tenant's triggers (and its write guard) do not fire
             ensure_state_table(tenant)
             refuse_if_live(tenant, shop_id)
-            if schema.has_triggers(table):
-                _replica(tenant, shop_id)
             for fk in touching:
                 tenant.execute(fk.drop.encode())
             tenant.execute(sql.SQL("TRUNCATE ONLY {}").format(ident))
@@ -384,20 +382,6 @@ def copy_table(
         rebuilt_indexes=rebuild,
         foreign_keys_pending=tuple(pending),
     )
-
-
-def _replica(tenant: psycopg.Connection, shop_id: int) -> None:
-    """The load is a faithful image of the source: the tenant's own triggers (a `last_update` stamp, a counter)
-    must not fire on it. Ordinary triggers do not fire in a replica-mode session; for this transaction only."""
-    try:
-        with tenant.transaction():
-            tenant.execute("SET LOCAL session_replication_role = replica")
-    except psycopg.errors.InsufficientPrivilege:
-        raise CopyError(
-            f"shop {shop_id}: the copy must run with session_replication_role = replica so that the tenant's "
-            f"triggers do not fire on copied rows, and role {tenant.info.user} may not set it; "
-            f"GRANT SET ON PARAMETER session_replication_role TO {tenant.info.user} (PostgreSQL 15+)."
-        ) from None
 
 
 def refresh_materialized_views(tenant: psycopg.Connection, schema: TenantSchema, shop_id: int) -> tuple[str, ...]:
