@@ -44,7 +44,7 @@ def build_definitions(catalog: Catalog | None = None, environ: dict[str, str] | 
             *jobs.build_way_back_jobs(catalog, phase12_keys),
         ],
         sensors=[
-            build_new_shops_sensor(jobs.migrate_shop, interval),
+            build_new_shops_sensor(jobs.migrate_shop, interval, catalog),
             build_sync_sensor(jobs.sync_shop, interval),
             overview.build_overview_sensor(interval),
         ],

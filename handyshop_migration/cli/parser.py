@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from handyshop_migration import settings
-from handyshop_migration.cli import local, migration, tools
+from handyshop_migration.cli import app, local, migration, tools
 from handyshop_migration.cli.environment import EPILOG, positive_float, positive_int
 
 Arguments = Callable[[argparse.ArgumentParser], None]
@@ -55,6 +55,11 @@ def _migrate(p: argparse.ArgumentParser) -> None:
                    "the copy pool in dagster.yaml still caps concurrent copies on the shared database")
 
 
+def _prepare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shops", default="all",
+                   help="the shops this migration will move, for the connection budget: 'all' (default) or ids")
+
+
 def _rollback(p: argparse.ArgumentParser) -> None:
     p.add_argument("--phase", type=int, choices=(1, 2, 3, 4, 5), required=True)
     p.add_argument("--shop", type=int, required=True)
@@ -68,6 +73,12 @@ def _inspect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schema", default="public", help="schema of the tenant tables (default public)")
     p.add_argument("--tables", default="", help="exactly these tables (comma-separated); default: all with the column")
     p.add_argument("--exclude", default="users", help="tables that carry the tenant column but stay shared (default: users)")
+    p.add_argument("--tenants-table", default=None,
+                   help="the table with one row per tenant (default: the table the tenant column references)")
+    p.add_argument("--tenants-key", default=None, help="its id column (default: the referenced or primary-key column)")
+    p.add_argument("--tenants-name", default=None, help="its display-name column (default: 'name' if it has one)")
+    p.add_argument("--users-table", default=None,
+                   help="the application's users, for phase 0's owner checks (default: none, checks skipped)")
 
 
 def _seed(p: argparse.ArgumentParser) -> None:
@@ -78,6 +89,14 @@ def _seed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--big-shop-rows", type=positive_int, default=None, help="give shop 1 this many repairs")
     p.add_argument("--cross-shop-reference", action="store_true")
     p.add_argument("--orphan-rows", action="store_true")
+
+
+def _export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target-url", default="", help=f"database holding the app's table (default: ${settings.SOURCE_URL})")
+    p.add_argument("--schema", default="public", help="schema of the app's table (default public)")
+    p.add_argument("--table", default="tenant_connections", help="the app's table (default tenant_connections)")
+    p.add_argument("--host", default="", help="host the app reaches the tenant server at, if not the registry's")
+    p.add_argument("--port", type=int, default=None, help="port the app reaches the tenant server at")
 
 
 def _add_shop(p: argparse.ArgumentParser) -> None:
@@ -94,7 +113,7 @@ VERBS: tuple[Verb, ...] = (
     Verb("dev", local.cmd_dev, "Embedded server + seeded database + `dagster dev` on 127.0.0.1, with the "
          "environment set, to click through the pipeline in the UI.", _dev),
     Verb("prepare", migration.cmd_prepare, "Phase 0 on the servers named by the environment: backup, catalog "
-         "drift, validation. Exit 1 if a gate failed."),
+         "drift, validation. Exit 1 if a gate failed.", _prepare),
     Verb("migrate", migration.cmd_migrate, "Phases 1-2 (provision, copy, verify) and, with --through-phase, 3 "
          "(sync), 4 (cutover), 5 (retirement) for shops of the shared database named by the environment; phase 0 "
          "first if it never ran. Exit 1 if a shop did not get through.", _migrate),
@@ -106,6 +125,9 @@ VERBS: tuple[Verb, ...] = (
     Verb("seed", tools.cmd_seed, "Create a realistic shared Handyshop database (refuses a database that has one).",
          _seed),
     Verb("add-shop", local.cmd_add_shop, "Add a shop to the shared database, as a sign-up would.", _add_shop),
+    Verb("export-app-registry", app.cmd_export_app_registry, "Write the registry into the application's own "
+         "tenant_connections table, secrets in its format under its key (HANDYSHOP_APP_ENCRYPTION_KEY), so that its "
+         "own router reaches migrated shops unchanged.", _export),
 )
 
 
@@ -117,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full trace of an unforeseen failure (otherwise it goes to a log file)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for verb in VERBS:
         p = sub.add_parser(verb.name, help=verb.help, description=verb.help, epilog=EPILOG,

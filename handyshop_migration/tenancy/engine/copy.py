@@ -7,6 +7,8 @@
   `COPY ... FROM STDIN` chunk by chunk; no row is materialised in Python, memory stays flat. BINARY
   format, except for tables whose types embed server-specific OIDs (arrays of enums, composites), which
   go as text.
+- A replay: each load runs in replica mode (`db.replaying`), so no trigger of the tenant fires — not its
+  write guard, not a trigger carried over from the application — and the rows are the source's exactly.
 - Rerunnable: per table, one tenant transaction truncates and loads (`COPY FREEZE`: no second write of
   every page for hint bits), so a rerun leaves exactly the source rows. This is only allowed while the
   tenant is not live.
@@ -14,8 +16,11 @@
   load (2-3x faster than maintaining them per row; benchmarks/copy_throughput.py); foreign
   keys touching the table are always dropped for the load and re-added, validated, once both ends hold
   data from the same snapshot — so all foreign keys of a shop exist again when its last table is in.
-- Sequences are set past the copied ids and past the source's own sequence value, so an insert without
-  an id succeeds in the tenant and cannot reuse an id the shared database already handed out.
+- Sequences are set past the copied ids and to where the source's own sequence would go on (a never-used
+  one included), so an insert without an id succeeds in the tenant and cannot reuse an id the shared
+  database already handed out.
+- Triggers of the tenant schema do not fire on the load (replica-mode transaction): the rows are the
+  source's, `last_update` values included. Materialized views are refreshed once the shop is in.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from threading import Thread
 import psycopg
 from psycopg import sql
 
-from handyshop_migration.tenancy.db import one_row
+from handyshop_migration.tenancy.db import one_row, replaying
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.engine.catalog import Table
 from handyshop_migration.tenancy.engine.migrations import META_SCHEMA
@@ -153,11 +158,12 @@ def _finish_copy_out(conn: psycopg.Connection) -> None:
             raise psycopg.errors.error_from_result(res, encoding=conn.info.encoding)
 
 
-def _stream(snapshot: SourceSnapshot, query: sql.Composable, params: tuple[int]) -> Iterator[bytes]:
-    """Chunks of the source COPY, re-batched to ~CHUNK bytes, read on a thread of their own.
+def copy_out(conn: psycopg.Connection, query: sql.Composable, params: Sequence[object] | None = None) -> Iterator[bytes]:
+    """The one COPY-out reader: the data of `COPY (...) TO STDOUT` as chunks of ~CHUNK bytes, read on a
+    thread of its own (the copy, the retirement archive and the copy-back of tables without a key use it).
 
-    Reading and writing overlap (the tenant's COPY FROM is the bottleneck); the bounded queue keeps
-    memory flat whatever the table size.
+    Reading and writing overlap (a COPY FROM on the other side is the bottleneck); the bounded queue keeps
+    memory flat whatever the table size. `conn` is busy until the iterator is exhausted or closed.
     """
     queue: Queue[bytes | BaseException | None] = Queue(maxsize=QUEUE_DEPTH)
 
@@ -165,12 +171,12 @@ def _stream(snapshot: SourceSnapshot, query: sql.Composable, params: tuple[int])
         try:
             buf = bytearray()
             # psycopg starts the COPY (binding the parameters client-side); the rows are read below it.
-            with snapshot.conn.cursor().copy(query, params):
+            with conn.cursor().copy(query, params):
                 # The server sends one COPY message per row. Iterating the Copy runs a psycopg generator per row
                 # (~1.2 s of client CPU per million rows); on 2 cores that CPU is taken from the two backends
                 # doing the real work, and the copy took ~1.5x a psql-to-psql pipe. libpq's blocking read
                 # (it releases the GIL while it waits) costs half as much: benchmarks/copy_throughput.py.
-                pgconn = snapshot.conn.pgconn
+                pgconn = conn.pgconn
                 while True:
                     nbytes, data = pgconn.get_copy_data(0)
                     if nbytes <= 0:  # -1: the COPY is done (or failed: its result says which)
@@ -179,7 +185,7 @@ def _stream(snapshot: SourceSnapshot, query: sql.Composable, params: tuple[int])
                     if len(buf) >= CHUNK:
                         queue.put(bytes(buf))
                         buf.clear()
-                _finish_copy_out(snapshot.conn)
+                _finish_copy_out(conn)
             if buf:
                 queue.put(bytes(buf))
             queue.put(None)
@@ -207,10 +213,12 @@ def _stream(snapshot: SourceSnapshot, query: sql.Composable, params: tuple[int])
 
 
 def stream_copy(
-    snapshot: SourceSnapshot, tenant: psycopg.Connection, table: Table, shop_id: int, *, freeze: bool
+    snapshot: SourceSnapshot | psycopg.Connection, tenant: psycopg.Connection, table: Table, shop_id: int, *, freeze: bool
 ) -> tuple[int, int]:
-    """Pipe the shop's rows of `table` from the snapshot into the tenant table (inside the caller's
-    transaction). `freeze` needs the table created or truncated in that transaction. Returns (rows, bytes)."""
+    """Pipe the shop's rows of `table` from the snapshot (or a connection holding one) into the tenant table
+    (inside the caller's transaction). `freeze` needs the table created or truncated in that transaction.
+    Returns (rows, bytes)."""
+    source = snapshot.conn if isinstance(snapshot, SourceSnapshot) else snapshot
     fmt = "binary" if table.binary_copy_safe else "text"
     query, params = _select(table, shop_id, fmt)
     target = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {}{})").format(
@@ -222,7 +230,7 @@ def stream_copy(
     copied = 0
     with tenant.cursor() as cur:
         with cur.copy(target) as sink:
-            for chunk in _stream(snapshot, query, params):
+            for chunk in copy_out(source, query, params):
                 sink.write(chunk)
                 copied += len(chunk)
         return cur.rowcount, copied
@@ -233,15 +241,27 @@ def ensure_state_table(tenant: psycopg.Connection) -> None:
 
 
 def refuse_if_live(tenant: psycopg.Connection, shop_id: int) -> None:
-    """A live tenant (writes go to it) must never be truncated and reloaded: that would erase its writes."""
-    exists = tenant.execute("SELECT to_regclass('handyshop_migration.lifecycle') IS NOT NULL").fetchone()
-    if exists and exists[0]:
-        row = tenant.execute("SELECT live_since FROM handyshop_migration.lifecycle WHERE live_since IS NOT NULL").fetchone()
-        if row is not None:
+    """A tenant that took the shop's writes (live, or closed again for the way back and not yet copied
+    back) must never be truncated and reloaded: that would erase its writes. Read from the tenant's write
+    guard (`capture.tenant_guard_state`), the one record of whether a tenant is live."""
+    from handyshop_migration.tenancy.engine.capture.guard import tenant_guard_state  # capture imports copy
+
+    state = tenant_guard_state(tenant)
+    if state is None and tenant.execute("SELECT to_regclass('handyshop_migration.lifecycle')").fetchone() != (None,):
+        # a tenant cut over by the first version, before the write guard: its lifecycle row says it
+        legacy = tenant.execute(
+            "SELECT live_since FROM handyshop_migration.lifecycle WHERE live_since IS NOT NULL"
+        ).fetchone()
+        if legacy is not None:
             raise CopyError(
-                f"shop {shop_id}'s tenant database is live (it takes the shop's writes since {row[0]:%Y-%m-%d %H:%M:%S}); "
-                "a copy would erase them. Roll back the cutover (phase 4) first."
+                f"shop {shop_id}'s tenant database is live (since {legacy[0]:%Y-%m-%d %H:%M:%S}, recorded before "
+                "the write guard); a copy would erase its writes. Roll back the cutover (phase 4) first."
             )
+    if state is not None and state.live_since is not None:
+        raise CopyError(
+            f"shop {shop_id}'s tenant database is live (it takes the shop's writes since {state.live_since:%Y-%m-%d %H:%M:%S}); "
+            "a copy would erase them. Roll back the cutover (phase 4) first."
+        )
 
 
 def _snapshots(tenant: psycopg.Connection) -> dict[str, str]:
@@ -256,17 +276,19 @@ def _sequence_of(conn: psycopg.Connection, qualified: str, column: str, owned_by
     return str(row[0]) if row and row[0] else None
 
 
-def _last_issued(conn: psycopg.Connection, sequence: str) -> int | None:
-    """The last value a sequence handed out (None if none): `last_value` counts only once `is_called`."""
+def _sequence_state(conn: psycopg.Connection, sequence: str) -> tuple[int, bool] | None:
+    """The source sequence's (last_value, is_called): with is_called false (never used, or reset with
+    `setval(…, false)`) its next value is last_value itself — not last_value minus the increment, which for
+    a fresh sequence is below its minimum (`setval: value 0 is out of bounds`)."""
     row = conn.execute(
-        "SELECT n.nspname, c.relname, s.seqincrement FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "JOIN pg_sequence s ON s.seqrelid = c.oid WHERE c.oid = %s::regclass",
         (sequence,),
     ).fetchone()
     if row is None:
         return None
     state = one_row(conn, sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(row[0], row[1])))
-    return int(state[0]) if state[1] else int(state[0]) - int(row[2])
+    return int(state[0]), bool(state[1])
 
 
 def _set_sequences(snapshot: SourceSnapshot, tenant: psycopg.Connection, tt: TenantTable) -> None:
@@ -279,13 +301,17 @@ def _set_sequences(snapshot: SourceSnapshot, tenant: psycopg.Connection, tt: Ten
         source_seq = _sequence_of(snapshot.conn, qualified, column, owned, name)
         if tenant_seq is None:
             continue
-        last = _last_issued(snapshot.conn, source_seq) if source_seq is not None else None
+        state = _sequence_state(snapshot.conn, source_seq) if source_seq is not None else None
+        last, called = state if state is not None else (None, True)
+        # The tenant's next id is past the copied ids and where the source's next id would be: called, the
+        # source's next is after last_value; not called, it is last_value itself.
         tenant.execute(
             sql.SQL(
-                "SELECT setval(%s::regclass, v) FROM (SELECT greatest((SELECT max({}) FROM {}), %s::bigint) AS v) s "
-                "WHERE v IS NOT NULL"
+                "SELECT CASE WHEN m IS NOT NULL AND (%s OR l IS NULL OR m >= l) THEN setval(%s::regclass, greatest(m, l))"
+                " ELSE setval(%s::regclass, l, %s) END"
+                " FROM (SELECT (SELECT max({}) FROM {}) AS m, %s::bigint AS l) s WHERE coalesce(m, l) IS NOT NULL"
             ).format(sql.Identifier(column), sql.Identifier(t.schema, t.name)),
-            (tenant_seq, last),
+            (called, tenant_seq, tenant_seq, called, last),
         )
 
 
@@ -310,7 +336,7 @@ def copy_table(
     touching = schema.foreign_keys_touching(table)
     ident = sql.Identifier(t.schema, t.name)
     try:
-        with tenant.transaction():
+        with replaying(tenant):  # a bulk load: the tenant's triggers (and its write guard) do not fire
             ensure_state_table(tenant)
             refuse_if_live(tenant, shop_id)
             for fk in touching:
@@ -358,6 +384,18 @@ def copy_table(
     )
 
 
+def refresh_materialized_views(tenant: psycopg.Connection, schema: TenantSchema, shop_id: int) -> tuple[str, ...]:
+    """Materialized views are created WITH NO DATA: fill them from the shop's rows once they are all in."""
+    targets = schema.refresh_targets(shop_id)
+    if targets:
+        with tenant.transaction():
+            for name in targets:
+                tenant.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.SQL(name)))
+        if tenant.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+            tenant.commit()  # the block above was a savepoint inside the caller's (read-only) transaction
+    return targets
+
+
 def _add_foreign_key(tenant: psycopg.Connection, create: str, name: str, child: str, parent: str, shop: int) -> None:
     try:
         with tenant.transaction():
@@ -385,13 +423,15 @@ def copy_shop(
     with SourceSnapshot(source) as snapshot, tenant_admin.connect() as tenant:
         for name in names:
             results.append(copy_table(snapshot, tenant, schema, name, shop_id, rebuild_threshold=rebuild_threshold))
+        if tables is None:
+            refresh_materialized_views(tenant, schema, shop_id)
     return results
 
 
 def empty_tenant(tenant_admin: ConnectionSpec, schema: TenantSchema, shop_id: int) -> int:
     """The way back from phase 2: every tenant table emptied in one transaction (refused while live).
     Returns the number of rows removed."""
-    with tenant_admin.connect() as tenant, tenant.transaction():
+    with tenant_admin.connect() as tenant, replaying(tenant):
         ensure_state_table(tenant)
         refuse_if_live(tenant, shop_id)
         removed = 0
