@@ -11,6 +11,7 @@ This module imports Dagster only there, lazily.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -36,6 +37,27 @@ class ShopStatus:
     rows: str
     last_error: str
     last_run: str
+    fence_windows: tuple[float, ...] = ()  # seconds the shop's writes waited at each of its cutovers
+
+    @property
+    def fence(self) -> str:
+        return f"{self.fence_windows[-1]:.2f}s" if self.fence_windows else ""
+
+
+def fence_summary(rows: Iterable[ShopStatus]) -> str | None:
+    """p50/p95 of every cutover's fence window (how long a shop's writes waited), over all shops: what the
+    application felt at the switch, the figure an operator watches while cutting over a fleet."""
+    windows = sorted(w for r in rows for w in r.fence_windows)
+    if not windows:
+        return None
+
+    def pct(p: int) -> float:  # nearest rank
+        return windows[max(0, math.ceil(len(windows) * p / 100) - 1)]
+
+    return (
+        f"fence windows over {len(windows)} cutover{'s' if len(windows) != 1 else ''}: p50 {pct(50):.2f}s, p95 {pct(95):.2f}s, max {windows[-1]:.2f}s "
+        "(how long each shop's writes waited at its cutover)"
+    )
 
 
 @dataclass(frozen=True)
@@ -79,6 +101,7 @@ def rows_for(shops: Iterable[str], records: Mapping[int, ShopState], runs: Mappi
                 rows=str(record.details.get("rows", "")) if record else "",
                 last_error=(record.last_error or "")[:120] if record else "",
                 last_run=run.text() if run else "",
+                fence_windows=tuple(float(w) for w in record.details.get("fence_windows", ())) if record else (),
             )
         )
     return out
