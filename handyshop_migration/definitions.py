@@ -43,7 +43,7 @@ def build_definitions(catalog: Catalog | None = None, environ: dict[str, str] | 
             jobs.retire_shop,
             *jobs.build_way_back_jobs(catalog, phase12_keys),
         ],
-        sensors=[build_new_shops_sensor(jobs.migrate_shop, interval), build_sync_sensor(jobs.sync_shop, interval)],
+        sensors=[build_new_shops_sensor(jobs.migrate_shop, interval, catalog), build_sync_sensor(jobs.sync_shop, interval)],
         resources=build_resources(env),
         executor=dg.in_process_executor,
     )

@@ -23,7 +23,7 @@ from handyshop_migration.tenancy.application.encryption import CredentialCipher
 from handyshop_migration.tenancy.application.registry import ConnectionRegistry
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.engine.catalog import Catalog
-from handyshop_migration.tenancy.engine.migrations import Migration, tenant_migrations
+from handyshop_migration.tenancy.engine.migrations import Migration, shop_migrations, tenant_migrations
 from handyshop_migration.tenancy.engine.provisioning import Provisioner, TenantNaming
 from handyshop_migration.tenancy.lifecycle import Lifecycle
 from handyshop_migration.tenancy.names import (
@@ -115,6 +115,7 @@ class MigrationResource(dg.ConfigurableResource):
                 self.tenant_server.migrations(catalog),
                 naming=self.tenant_server.naming(),
                 global_shop_ids=tuple(self.source.global_shop_ids),
+                shop_migrations=lambda shop: shop_migrations(catalog, shop),
             )
         workflow = Workflow(
             self.source.spec(),

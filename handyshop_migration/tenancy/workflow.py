@@ -37,6 +37,7 @@ from handyshop_migration.tenancy.engine.copy import (
     TableCopy,
     copy_table,
     pending_foreign_keys,
+    refresh_materialized_views,
 )
 from handyshop_migration.tenancy.engine.cutover import CutoverReport, reserve_ids, verify_both_sides
 from handyshop_migration.tenancy.engine.provisioning import Provisioner, ProvisionResult
@@ -223,6 +224,9 @@ class Workflow:
                     verified = verify_copied_table(snap.conn, tconn, self.catalog, name, shop_id)
                     report.tables.append(TableResult(copied, verified))
                 report.pending_foreign_keys = pending_foreign_keys(tconn, self.schema)
+                if tables is None and not report.pending_foreign_keys:
+                    # every table holds the shop's rows of one snapshot: fill the materialized views from them
+                    refresh_materialized_views(tconn, self.schema, shop_id)
         except BaseException as exc:
             self._fail(shop_id, exc)
             raise

@@ -41,7 +41,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
@@ -58,6 +58,7 @@ from handyshop_migration.tenancy.engine.migrations import (
     apply_migrations,
     check,
     fingerprint,
+    with_shop,
 )
 from handyshop_migration.tenancy.errors import ProvisioningError
 from handyshop_migration.tenancy.names import (
@@ -202,6 +203,8 @@ class Provisioner:
     tenant_host: str | None = None
     tenant_port: int | None = None
     global_shop_ids: tuple[int, ...] = DEFAULT_GLOBAL_SHOP_IDS
+    # a shop's own migrations (objects of that tenant only), applied after the template's
+    shop_migrations: Callable[[int], Sequence[Migration]] | None = None
     _conn: psycopg.Connection | None = field(default=None, init=False, repr=False)
     _template: str | None = field(default=None, init=False, repr=False)
 
@@ -409,11 +412,13 @@ class Provisioner:
                 tconn.execute(
                     sql.SQL("REASSIGN OWNED BY {} TO {}").format(sql.Identifier(TEMPLATE_OWNER), sql.Identifier(owner))
                 )
+        # the shop's own objects (an index or view of this tenant only) follow the template's 0001
+        migrations = with_shop(self.migrations, self.shop_migrations(shop_id) if self.shop_migrations else ())
         with creds.owner_spec().connect(settings=PINNED_SEARCH_PATH) as oconn:
             recorded = applied_migrations(oconn)
-            pending = check(recorded, self.migrations, db)
+            pending = check(recorded, migrations, db)
             oconn.rollback()
-            report = apply_migrations(oconn, self.migrations) if pending else MigrationReport((), tuple(recorded), 0.0)
+            report = apply_migrations(oconn, migrations) if pending else MigrationReport((), tuple(recorded), 0.0)
             _grant_application(oconn, role)
         return ProvisionResult(
             shop_id=shop_id,
