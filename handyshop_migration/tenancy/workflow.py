@@ -21,6 +21,7 @@ rollback copies its writes back.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -70,6 +71,10 @@ from handyshop_migration.tenancy.errors import (
 from handyshop_migration.tenancy.lifecycle import Lifecycle, ShopState, State
 
 DEFAULT_ID_BLOCK = 1_000_000
+# States whose tenant exists and must not take the shop's writes (where `_settle_tenant` looks).
+_SETTLED_ON_SHARED = frozenset(
+    {State.PROVISIONED, State.COPYING, State.COPIED, State.VERIFIED, State.SYNCING, State.READS_ROLLOUT}
+)
 
 
 @dataclass(frozen=True)
@@ -192,6 +197,13 @@ class Workflow:
         st = self.lifecycle.get(shop_id)
         if st.state not in (State.REGISTERED, State.PROVISIONING):
             return None
+        try:
+            # A database or role of the shop's names that is not ours: refused before the shop is recorded as
+            # provisioning (nothing of it is altered; the shop stays registered, the error kept for `status`).
+            self.provisioner.refuse_foreign(shop_id)
+        except HandyshopError as exc:
+            self._fail(shop_id, exc)
+            raise
         self.lifecycle.apply(shop_id, "start_provisioning", reason="provisioning its database and roles")
         try:
             result = self.provisioner.provision(shop_id)
@@ -209,6 +221,7 @@ class Workflow:
         Also the way back from phase 2 (a reload) and the resumption of an interrupted copy."""
         st = self._state(shop_id, "start_copy")
         self.provisioner.require_clean(shop_id)
+        self._settle_tenant(shop_id, st)
         started = time.perf_counter()
         names = list(tables) if tables is not None else [t.name for t in self.schema.tables]
         captured = self.capture_writes or st.captured
@@ -331,6 +344,7 @@ class Workflow:
                 f"shop {shop_id}'s writes are not captured; copy it with capture on and sync it (phase 3) first."
             )
         self.provisioner.require_clean(shop_id)
+        self._settle_tenant(shop_id, st)
         back_to = State.READS_ROLLOUT if st.reads != "shared" else State.SYNCING
         tenant = self.tenant(shop_id)
         if st.state != State.CUTTING_OVER:
@@ -360,8 +374,10 @@ class Workflow:
             with self.source.connect() as sconn, tenant.connect() as tconn:
                 report.reservations = reserve_ids(sconn, tconn, self.catalog, shop_id, self.id_block)
                 report.step(f"reserved id blocks of {self.id_block} in {len(report.reservations)} sequences")
-                capture.enable_tenant_capture(tconn, self.catalog, shop_id)
-                _mark_tenant_live(tconn, shop_id, True)
+                with tconn.transaction():  # the tenant's side of the flip: capture its writes, live, not fenced
+                    capture.enable_tenant_capture(tconn, self.catalog, shop_id)
+                    _mark_tenant_live(tconn, shop_id, True)
+                    capture.unfence_tenant(tconn)
         except BaseException as exc:
             self.lifecycle.apply(
                 shop_id, "abort_cutover", target=back_to, reason=f"{reason} aborted: {exc}"[:2000],
@@ -379,16 +395,25 @@ class Workflow:
 
     def roll_back_cutover(self, shop_id: int, *, reason: str = "rollback of the cutover") -> CutoverReport:
         """The way back from phase 4: every write the tenant took goes back to the shared database, then
-        reads and writes follow. Resumes an interrupted rollback."""
-        report = CutoverReport(shop_id)
+        reads and writes follow. Resumes an interrupted rollback (and finishes one whose last step, the
+        tenant's, was interrupted). A cutover that was interrupted (`cutting_over`) is aborted instead: its
+        writes never went to the tenant, so nothing is copied back (`abort_cutover`)."""
         st = self.lifecycle.get(shop_id)
         if st.state == State.RETIRED:
             raise CutoverRefused(
                 f"shop {shop_id} is retired: its rows are no longer in the shared database. Restore its archive "
                 "(the way back from phase 5) before rolling back the cutover."
             )
+        if st.state == State.CUTTING_OVER:
+            return self.abort_cutover(shop_id, reason=f"{reason}: the cutover was interrupted, aborted")
+        if st.state not in (State.LIVE, State.ROLLING_BACK) and st.writes == "shared":
+            if self._settle_tenant(shop_id, st):
+                report = CutoverReport(shop_id, state=st.state.value)
+                report.step("finished an interrupted rollback: the tenant no longer takes the shop's writes")
+                return report
         self._state(shop_id, "start_rollback")
         self.provisioner.require_clean(shop_id)
+        report = CutoverReport(shop_id)
         tenant = self.tenant(shop_id)
         with tenant.connect() as tconn:
             capture.fence_tenant(tconn)  # the tenant refuses the shop's writes from now on (waits out older ones)
@@ -417,13 +442,57 @@ class Workflow:
             shop_id, "finish_rollback", reason=f"{reason}: reads and writes back to the shared database",
             effects=[lambda c: capture.clear_fence(c, shop_id)],
         )
+        # Killed here, the tenant still says live (and refuses writes): `_settle_tenant` finishes it on the
+        # next step of the shop (a rerun of this rollback, a reload, a cutover).
         with tenant.connect() as tconn:
-            _mark_tenant_live(tconn, shop_id, False)
-            capture.disable_tenant_capture(tconn, self.catalog)
+            _end_tenant_live(tconn, self.catalog, shop_id)
         report.fenced_seconds = time.perf_counter() - fenced_at
         report.state = final.state.value
         report.step(f"back on the shared database (writes paused {report.fenced_seconds:.2f}s)")
         return report
+
+    def abort_cutover(self, shop_id: int, *, reason: str = "cutover aborted") -> CutoverReport:
+        """Undo an interrupted cutover (`cutting_over`): the shop's writes go on in the shared database. The
+        tenant's side first (not live, no capture), then the fence is lifted in the lifecycle's transaction, so
+        that no moment exists where the shop is routed to the shared database while the tenant believes it is
+        live (a reload would be refused). Writes were routed to the shared database throughout, so the tenant
+        took none — unless something wrote into it directly: then the abort is refused and the cutover can only
+        be finished (its writes would be lost otherwise)."""
+        st = self._state(shop_id, "abort_cutover")
+        self.provisioner.require_clean(shop_id)
+        report = CutoverReport(shop_id)
+        back_to = State.READS_ROLLOUT if st.reads != "shared" else State.SYNCING
+        with self.tenant(shop_id).connect() as tconn:
+            taken = capture.tenant_lag(tconn).pending
+            if taken:
+                raise CutoverRefused(
+                    f"shop {shop_id}'s tenant database took {taken} writes while its cutover was interrupted (something "
+                    "wrote into it directly, not through routing); aborting would lose them. Finish the cutover "
+                    f"instead: handyshop-migration migrate --shops {shop_id} --through-phase 4."
+                )
+            _end_tenant_live(tconn, self.catalog, shop_id)
+        report.step("the tenant database does not take the shop's writes")
+        final = self.lifecycle.apply(
+            shop_id, "abort_cutover", target=back_to, reason=reason,
+            effects=[lambda c: capture.clear_fence(c, shop_id)],
+        )
+        report.state = final.state.value
+        report.step("the shared database takes the shop's writes again (fence lifted, routing unchanged)")
+        return report
+
+    def _settle_tenant(self, shop_id: int, st: ShopState) -> bool:
+        """Finish what an interrupted way back left in the tenant: the lifecycle routes the shop's writes to the
+        shared database (the rollback committed, or the cutover was aborted), yet the tenant still says live or
+        keeps its capture or fence. The tenant took no write since (it was fenced, or never routed to), so its
+        side is simply ended. Returns whether there was anything to finish."""
+        if st.writes != "shared" or st.state not in _SETTLED_ON_SHARED:
+            return False
+        with self.tenant(shop_id).connect() as tconn:
+            if not _tenant_marked(tconn):
+                return False
+            self.provisioner.require_clean(shop_id)
+            _end_tenant_live(tconn, self.catalog, shop_id)
+        return True
 
     # -- phase 5 ---------------------------------------------------------------------------------------
 
@@ -441,6 +510,7 @@ class Workflow:
         if st.state == State.LIVE or archive is None:
             self.lifecycle.apply(shop_id, "start_retirement", reason="archiving the shop's rows of the shared database")
             if archive is None:
+                _remove_incomplete_archives(self.archive_dir, shop_id)
                 archive = archive_shop(self.source, self.catalog, shop_id, self.archive_dir)
                 self.lifecycle.apply(
                     shop_id, "start_retirement", reason=f"archived {archive.rows} rows to {archive.path}",
@@ -504,10 +574,40 @@ def ensure_control(control: ConnectionSpec, cipher: CredentialCipher) -> None:
         install_route_function(conn)
 
 
+def _remove_incomplete_archives(directory: Path, shop_id: int) -> None:
+    """An archive without its manifest is what a killed retirement left (the manifest is written last): it
+    is no archive, and it holds customers' personal data in plaintext. A new one is written instead."""
+    for path in (Path(directory).absolute() / f"shop_{shop_id}").glob("*"):
+        if path.is_dir() and not (path / "manifest.json").is_file():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _load_archive(path: str | None) -> Archive | None:
     if not path or not (Path(path) / "manifest.json").is_file():
         return None
     return Archive.load(path)
+
+
+def _tenant_marked(tconn: psycopg.Connection) -> bool:
+    """Whether the tenant records being (or having been) live: its live mark, its capture or its fence."""
+    exists = tconn.execute("SELECT to_regclass('handyshop_migration.lifecycle') IS NOT NULL").fetchone()
+    marked = False
+    if exists and exists[0]:
+        marked = tconn.execute(
+            "SELECT EXISTS (SELECT FROM handyshop_migration.lifecycle WHERE live_since IS NOT NULL "
+            "OR capture_since IS NOT NULL OR fenced_at IS NOT NULL)"
+        ).fetchone() == (True,)
+    tconn.rollback()
+    return marked
+
+
+def _end_tenant_live(tconn: psycopg.Connection, catalog: Catalog, shop_id: int) -> None:
+    """The tenant's side of being back on the shared database, in one transaction: not live, its capture
+    (and with it its fence) gone."""
+    with tconn.transaction():
+        if tconn.execute("SELECT to_regclass('handyshop_migration.lifecycle') IS NOT NULL").fetchone() == (True,):
+            _mark_tenant_live(tconn, shop_id, False)
+        capture.disable_tenant_capture(tconn, catalog)
 
 
 def _mark_tenant_live(tconn: psycopg.Connection, shop_id: int, live: bool) -> None:
