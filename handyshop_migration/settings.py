@@ -22,6 +22,7 @@ SENSOR_INTERVAL = "HANDYSHOP_SENSOR_INTERVAL_SECONDS"  # new_shops_sensor's mini
 CAPTURE = "HANDYSHOP_CAPTURE"  # "off" copies without capturing writes (no phase 3); default on
 ARCHIVE_DIR = "HANDYSHOP_ARCHIVE_DIR"  # where phase 5 archives a shop's rows before deleting them
 ENCRYPTION_KEY = "TENANT_ENCRYPTION_KEY"
+APP_ENCRYPTION_KEY = "HANDYSHOP_APP_ENCRYPTION_KEY"  # the real app's own key, for export-app-registry
 OLD_ENCRYPTION_KEYS = "TENANT_ENCRYPTION_OLD_KEYS"
 
 DEFAULT_BACKUP_DIR = "backups"

@@ -237,8 +237,12 @@ def cutover_at_the_fence(site: Site, flow: Workflow, shop: int) -> Iterator[tupl
         yield running, older
 
 
-def test_cutover_killed_between_fence_and_flip_resumes_forward(site: Site) -> None:
+def test_cutover_killed_between_fence_and_flip_and_then_before_the_tenant_opens_resumes_forward(site: Site) -> None:
+    """Killed inside the fence (cutting_over, writes held in the shared database), then — the rerun — right
+    after the flip committed and before the tenant was opened (live, routed to the tenant, which still refuses
+    the shop's writes: nothing takes them): each time the same command again finishes the cutover."""
     shop = 4
+    migrate = ("migrate", "--shops", str(shop), "--through-phase", "4")
     with workflow(site) as flow:
         bring(flow, shop, State.SYNCING)
         with app_writing(site, [shop], seed=4) as app:
@@ -247,10 +251,21 @@ def test_cutover_killed_between_fence_and_flip_resumes_forward(site: Site) -> No
                 running.kill()
                 older.release()
             at = where(flow, shop)
-            assert (at.state, at.writes, at.shared_fenced) == ("cutting_over", "shared", True)
-            again = site.run("migrate", "--shops", str(shop), "--through-phase", "4")
+            assert (at.state, at.writes, at.shared_fenced, at.tenant_open) == ("cutting_over", "shared", True, False)
+            # the rerun: opening the tenant (its guard's state row) waits on the test's lock, after the flip
+            tenant_db = site.admin.with_db(site.database(shop))
+            with holding(tenant_db, "SELECT 1 FROM handyshop_migration.tenant_state FOR UPDATE") as tenant_lock:
+                running = site.start(*migrate)
+                kill_at(site, running, tenant_lock, like="UPDATE handyshop_migration.tenant_state%", database=site.database(shop))
+            at = where(flow, shop)
+            assert (at.state, at.writes, at.shared_fenced, at.tenant_open) == ("live", "tenant", True, False), at
+            assert at.problems() == ["routed to its tenant, which refuses its writes"]  # what the kill left
+            assert flow.lifecycle.get(shop).tenant_closed
+            again = site.run(*migrate)
             assert again.returncode == 0, again.output
+            assert "(1 were already)" not in again.stdout, again.output  # it was not done: the tenant was closed
             wait_for_writes(app, 60)  # into the tenant now
+        assert not flow.lifecycle.get(shop).tenant_closed
         consistent(flow, shop, State.LIVE)
         all_writes_present(app, flow, shop)  # (the cutover's own gate proved the tenant equal to its slice at the flip)
     # a rerun over a shop that is cut over is done, not an error (and does not advise a rollback)
@@ -262,9 +277,10 @@ def test_cutover_killed_between_fence_and_flip_resumes_forward(site: Site) -> No
 
 
 def test_cutover_killed_before_the_flip_is_aborted_by_rollback_and_can_go_again(site: Site) -> None:
-    """Killed after the tenant is marked live and before routing flips (the lifecycle's finish_cutover waits on
-    the shop's row): `rollback --phase 4` aborts the cutover — the fence is lifted, the route stays shared, the
-    tenant is no longer live — and the shop can be cut over again."""
+    """Killed inside the fence after the last verification, as routing flips (the lifecycle's finish_cutover
+    waits on the shop's row; the tenant already captures its own writes for a way back): `rollback --phase 4`
+    aborts the cutover — the tenant's capture is gone, the fence is lifted, the route stays shared — and the
+    shop can be cut over again."""
     shop = 5
     with workflow(site) as flow:
         bring(flow, shop, State.SYNCING)
@@ -278,7 +294,9 @@ def test_cutover_killed_before_the_flip_is_aborted_by_rollback_and_can_go_again(
                     older.release()
                     kill_at(site, running, row_lock, like="%shop_lifecycle%FOR UPDATE%", database=site.source.dbname)
             at = where(flow, shop)
-            assert (at.state, at.writes, at.shared_fenced, at.tenant_live) == ("cutting_over", "shared", True, True)
+            assert (at.state, at.writes, at.shared_fenced, at.tenant_open, at.tenant_capture) == (
+                "cutting_over", "shared", True, False, True
+            ), at
             interrupted = site.run("migrate", "--shops", str(shop), "--through-phase", "3")
             assert interrupted.returncode == 1 and "its cutover was interrupted" in interrupted.stdout, interrupted.output
             aborted = site.run("rollback", "--phase", "4", *confirm(site, shop))
@@ -286,7 +304,7 @@ def test_cutover_killed_before_the_flip_is_aborted_by_rollback_and_can_go_again(
             no_traceback(aborted)
             consistent(flow, shop, State.SYNCING)
             at = where(flow, shop)
-            assert (at.writes, at.shared_fenced, at.tenant_live) == ("shared", False, False)
+            assert (at.writes, at.shared_fenced, at.tenant_live, at.tenant_capture) == ("shared", False, False, False), at
             wait_for_writes(app, 40)  # the shared database takes its writes again
             again = flow.cut_over(shop)  # and it can go again: its gate compares every table at the flip
             assert again.state == "live" and [v.table for v in again.verification if not v.ok] == []
@@ -298,8 +316,8 @@ def test_cutover_killed_before_the_flip_is_aborted_by_rollback_and_can_go_again(
 
 def test_rollback_killed_mid_copy_back_and_after_its_flip_resumes(site: Site) -> None:
     """Killed while copying the tenant's writes back (rolling_back), then — the rerun — right after routing
-    flipped back and before the tenant's side was ended (the tenant still says live and refuses writes):
-    each time the same command again finishes the rollback."""
+    flipped back and before the tenant's side was ended (its guard still says live, refusing writes, and its
+    capture is still there): each time the same command again finishes the rollback."""
     shop = 6
     rollback = ("rollback", "--phase", "4", *confirm(site, shop))
     with workflow(site) as flow:
@@ -319,18 +337,22 @@ def test_rollback_killed_mid_copy_back_and_after_its_flip_resumes(site: Site) ->
             with holding(site.source, copy_back[0], params=copy_back[1]) as lock:
                 running = site.start(*rollback)
                 wait_for_statement(site.admin, running, like="%customers%", database=site.source.dbname, waiting=True)
-                # past the tenant's fence: now hold the tenant's own record, which ending its side must update
-                with holding(tenant_db, "SELECT 1 FROM handyshop_migration.lifecycle FOR UPDATE") as tenant_lock:
+                # past closing the tenant: now hold its guard's state row, which ending its side must update
+                with holding(tenant_db, "SELECT 1 FROM handyshop_migration.tenant_state FOR UPDATE") as tenant_lock:
                     lock.release()
-                    kill_at(site, running, tenant_lock, like="%handyshop_migration%lifecycle%", database=site.database(shop))
+                    kill_at(site, running, tenant_lock, like="UPDATE handyshop_migration.tenant_state%", database=site.database(shop))
             at = where(flow, shop)
-            assert (at.state, at.writes, at.tenant_live) == ("syncing", "shared", True), at  # what the kill left
+            assert (at.state, at.writes, at.shared_fenced, at.tenant_live, at.tenant_open, at.tenant_capture) == (
+                "syncing", "shared", False, True, False, True
+            ), at  # what the kill left
             again = site.run(*rollback)
             assert again.returncode == 0, again.output
             wait_for_writes(app, 40)  # on the shared database again
         consistent(flow, shop, State.SYNCING)
         at = where(flow, shop)
-        assert (at.writes, at.shared_fenced, at.tenant_live, at.tenant_fenced) == ("shared", False, False, False)
+        assert (at.writes, at.shared_fenced, at.tenant_live, at.tenant_open, at.tenant_capture) == (
+            "shared", False, False, False, False
+        ), at
         all_writes_present(app, flow, shop)
         assert fetch(site.source, "SELECT city FROM customers WHERE id = %s", (row,)) == [("Rueckweg",)]
         flow.sync(shop)

@@ -2,8 +2,8 @@
 tokens only for their own shop, and its writer puts every write where `route()` says — across a move of a shop to
 its tenant database and back, each move refusing writes with HS001 for a while — with none lost and none doubled.
 
-route() is the stub of support/route_stub.py until the lead's real function lands; the fences here are stand-ins
-(a trigger raising HS001) for the real shared-side fence and the tenant's write guard.
+The routing is the real one: `handyshop_migration.route()` in the shared database, the lifecycle's cutover and
+rollback, the shared-side fence and the tenant's refusal during the rollback.
 """
 
 from __future__ import annotations
@@ -20,23 +20,14 @@ from psycopg import sql
 
 from handyshop_migration.tenancy.application.encryption import CredentialCipher, generate_key
 from handyshop_migration.tenancy.application.registry import (
-    ConnectionRegistry,
-    TenantCredentials,
     credential_context,
 )
-from handyshop_migration.tenancy.dsn import ConnectionSpec
+from handyshop_migration.tenancy.application.routing import grant_route
 from handyshop_migration.tenancy.secrets import Secret
-from handyshop_migration_tests.support.databases import drop_namespace, rows, unique_namespace
+from handyshop_migration_tests.plugins.worlds import World
+from handyshop_migration_tests.support.databases import rows
 from handyshop_migration_tests.support.node import WRITER, WriterResult, node_binary, node_writer, run_module
-from handyshop_migration_tests.support.route_stub import install_route_stub, set_route
-from handyshop_migration_tests.support.tenants import (
-    AWKWARD,
-    SHARED_CUSTOMERS,
-    create_login_role,
-    create_tenant,
-)
-
-SHARED_ONLY, TENANT_ONLY, MOVING = 11, 12, 13
+from handyshop_migration_tests.support.tenants import AWKWARD, create_login_role
 
 OPEN_TOKENS = """
 import { readFileSync } from "node:fs";
@@ -47,32 +38,6 @@ const results = cases.map(({ token, keys, shop }) => {
 });
 console.log(JSON.stringify(results));
 """
-
-SHARED_FENCE = """
-CREATE TABLE stub_fence (shop_id integer PRIMARY KEY);
-CREATE FUNCTION stub_fence_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM stub_fence WHERE shop_id = NEW.shop_id) THEN
-        RAISE EXCEPTION 'shop % has moved to its own database', NEW.shop_id
-            USING ERRCODE = 'HS001', HINT = 'ask route() again';
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER customers_stub_fence BEFORE INSERT ON customers FOR EACH ROW EXECUTE FUNCTION stub_fence_refuse();
-"""
-TENANT_GUARD = """
-CREATE TABLE stub_guard (refuse boolean NOT NULL);
-INSERT INTO stub_guard VALUES (false);
-CREATE FUNCTION stub_guard_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF (SELECT refuse FROM stub_guard) THEN
-        RAISE EXCEPTION 'this shop''s writes go elsewhere now' USING ERRCODE = 'HS001', HINT = 'ask route() again';
-    END IF;
-    RETURN NULL;
-END $$;
-CREATE TRIGGER customers_stub_guard BEFORE INSERT ON customers FOR EACH STATEMENT EXECUTE FUNCTION stub_guard_refuse();
-"""
-
 
 def test_node_opens_registry_tokens_only_for_their_shop_and_key() -> None:
     key, old, other = generate_key(), generate_key(), generate_key()
@@ -98,70 +63,45 @@ def test_node_opens_registry_tokens_only_for_their_shop_and_key() -> None:
 
 
 @dataclass
-class World:
-    shared: ConnectionSpec  # superuser on the shared database (plays the migration)
-    app_url: Secret  # the application's role on the shared database
+class AppWorld:
+    world: World
+    app_url: Secret  # the application's role on the shared database: customers and route() only
     key: Secret
-    tenants: dict[int, TenantCredentials]
 
 
 @pytest.fixture
-def world(pg_server: ConnectionSpec, fresh_db: ConnectionSpec) -> Iterator[World]:
-    namespace = unique_namespace()
-    app_role, app_password = f"{namespace}app", f"app{AWKWARD}pw"
-    key = generate_key()
-    registry = ConnectionRegistry(fresh_db, CredentialCipher(key))
+def app_world(make_world: Callable[..., World]) -> Iterator[AppWorld]:
+    world = make_world(shops=3, scale=0.03, seed=21, prefix="t_node_src")
+    app_role, app_password = f"{world.namespace}app", f"app{AWKWARD}pw"
+    create_login_role(world.admin, app_role, app_password)
+    with world.source.connect() as conn:
+        for grant in ("GRANT SELECT, INSERT ON customers TO {}", "GRANT USAGE ON SEQUENCE customers_id_seq TO {}"):
+            conn.execute(sql.SQL(grant).format(sql.Identifier(app_role)))
+        conn.commit()
+        grant_route(conn, app_role)
     try:
-        registry.ensure_schema()
-        create_login_role(pg_server, app_role, app_password)
-        with fresh_db.connect() as conn:
-            conn.execute(SHARED_CUSTOMERS)
-            conn.execute(SHARED_FENCE.encode())
-            for grant in (
-                "GRANT SELECT, INSERT ON customers TO {}",
-                "GRANT USAGE ON SEQUENCE customers_id_seq TO {}",
-                "GRANT SELECT ON stub_fence TO {}",
-            ):
-                conn.execute(sql.SQL(grant).format(sql.Identifier(app_role)))
-        install_route_stub(fresh_db, app_role=app_role)
-        tenants = {}
-        for shop in (TENANT_ONLY, MOVING):
-            creds = tenants[shop] = create_tenant(pg_server, namespace, shop, f"t{shop}{AWKWARD}pw")
-            registry.register(creds)
-            with creds.spec().connect() as conn:
-                conn.execute(TENANT_GUARD.encode())
-        set_route(fresh_db, TENANT_ONLY, "tenant")
-        app = fresh_db.with_user(app_role, Secret(app_password))
-        yield World(fresh_db, app.url(), Secret(key), tenants)
+        yield AppWorld(world, world.source.with_user(app_role, Secret(app_password)).url(), world.key)
     finally:
-        registry.close()
-        with fresh_db.connect() as conn:  # the app role's grants, so that it can be dropped
+        with world.source.connect() as conn:  # the app role's grants, so that it can be dropped with the namespace
             conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(app_role)))
-        drop_namespace(pg_server, namespace)
-
-
-def fence_shared(world: World, shop: int, on: bool) -> None:
-    query = "INSERT INTO stub_fence VALUES (%s)" if on else "DELETE FROM stub_fence WHERE shop_id = %s"
-    with world.shared.connect() as conn:
-        conn.execute(query, (shop,))
-
-
-def guard_tenant(world: World, shop: int, refuse: bool) -> None:
-    with world.tenants[shop].spec().connect() as conn:  # as the tenant role, as the migration would
-        conn.execute("UPDATE stub_guard SET refuse = %s", (refuse,))
+            conn.commit()
 
 
 def landed(world: World, prefix: str) -> set[tuple[str, int, str, int]]:
-    """(database, id, marker, shop) of every row a writer's markers are in, across every database."""
+    """(database, id, marker, shop) of every row a writer's markers are in, where each shop lives now (its tenant
+    once live, else the shared database: after a rollback the tenant keeps a stale copy nobody reads)."""
     pattern = prefix.replace("_", "\\_") + "%"
+    homes = {s: world.lifecycle.get(s).writes for s in world.shop_ids}
     found = {
-        (world.shared.dbname, id_, marker, shop)
-        for id_, marker, shop in rows(world.shared, "SELECT id, last_name, shop_id FROM customers WHERE last_name LIKE %s", (pattern,))
+        (world.source.dbname, id_, marker, shop)
+        for id_, marker, shop in rows(world.source, "SELECT id, last_name, shop_id FROM customers WHERE last_name LIKE %s", (pattern,))
+        if homes.get(shop) == "shared"
     }
-    for shop, creds in world.tenants.items():
+    for shop in (s for s, home in homes.items() if home == "tenant"):
+        creds = world.registry.get(shop)
         found |= {
             (creds.database, id_, marker, shop)
-            for id_, marker in rows(creds.spec(), "SELECT id, last_name FROM customers WHERE last_name LIKE %s", (pattern,))
+            for id_, marker in rows(world.tenant(shop), "SELECT id, last_name FROM customers WHERE last_name LIKE %s", (pattern,))
         }
     return found
 
@@ -169,7 +109,7 @@ def landed(world: World, prefix: str) -> set[tuple[str, int, str, int]]:
 def writer_backends(world: World) -> list[str]:
     """The databases the writer holds connections to, one entry per connection."""
     return sorted(
-        db for (db,) in rows(world.shared, "SELECT datname FROM pg_stat_activity WHERE application_name = 'handyshop-node-writer'")
+        db for (db,) in rows(world.admin, "SELECT datname FROM pg_stat_activity WHERE application_name = 'handyshop-node-writer'")
     )
 
 
@@ -182,63 +122,65 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10) -> bool:
     return True
 
 
-def test_writer_follows_route_across_a_move_and_back_without_losing_or_doubling(world: World, tmp_path: Path) -> None:
+def test_writer_follows_route_across_a_real_cutover_and_rollback(app_world: AppWorld, tmp_path: Path) -> None:
+    world = app_world.world
+    stays, moving, live = world.shop_ids
+    for shop in world.shop_ids:
+        world.migrate(shop)
+        world.workflow.sync(shop)
+    world.workflow.cut_over(live)
+
     def writes_of(shop: int, target: str, after: int = 0):  # noqa: ANN202 - a predicate factory
         return lambda rec: sum(1 for w in rec.writes[after:] if w["shop"] == shop and w["target"] == target) >= 5
 
-    def refusals_of(shop: int, target: str):  # noqa: ANN202
-        return lambda rec: sum(1 for r in rec.refused if r["shop"] == shop and r["target"] == target) >= 3
-
-    with node_writer(
-        control_url=world.app_url, key=world.key, shops=[SHARED_ONLY, TENANT_ONLY, MOVING], workdir=tmp_path
-    ) as writer:
-        writer.wait_for("5 writes of the moving shop to the shared database", writes_of(MOVING, "shared"))
-        # the move: fence the shared side (writes refused), route to the tenant, lift the fence
-        fence_shared(world, MOVING, True)
-        writer.wait_for("3 refusals by the shared fence", refusals_of(MOVING, "shared"))
-        set_route(world.shared, MOVING, "tenant")
-        fence_shared(world, MOVING, False)
-        writer.wait_for("5 writes of the moving shop to its tenant", writes_of(MOVING, "tenant"))
-        # and back: the tenant refuses (its write guard), route to the shared database, lift the guard
-        guard_tenant(world, MOVING, True)
-        writer.wait_for("3 refusals by the tenant's guard", refusals_of(MOVING, "tenant"))
-        set_route(world.shared, MOVING, "shared")
-        guard_tenant(world, MOVING, False)
+    with node_writer(control_url=app_world.app_url, key=app_world.key, shops=world.shop_ids, workdir=tmp_path) as writer:
+        writer.wait_for("5 writes of the moving shop to the shared database", writes_of(moving, "shared"))
+        world.workflow.cut_over(moving)  # fence, drain, verify, flip: the writer's next writes go to the tenant
+        writer.wait_for("5 writes of the moving shop to its tenant", writes_of(moving, "tenant"))
+        world.workflow.roll_back_cutover(moving)  # the tenant refuses, its writes go back, routing follows
         after = len(writer.records().writes)
-        writer.wait_for("5 writes of the moving shop back on the shared database", writes_of(MOVING, "shared", after))
-        # its connection to the moving shop's tenant is closed: one to the shared database, one to the other tenant
-        expected = sorted([world.shared.dbname, world.tenants[TENANT_ONLY].database])
+        writer.wait_for("5 writes of the moving shop back on the shared database", writes_of(moving, "shared", after))
+        # its connection to the moving shop's tenant is closed: one to the shared database, one to the live tenant
+        expected = sorted([world.source.dbname, world.registry.get(live).database])
         assert wait_until(lambda: writer_backends(world) == expected), writer_backends(world)
         result: WriterResult = writer.stop()
 
     record = result.record
     assert result.returncode == 0 and record.errors == [] and record.gave_up == [], result.stderr
-    assert result.summary["writes"] == len(record.writes) and result.summary["refusals"] == len(record.refused)
     markers = [w["marker"] for w in record.writes]
     assert len(markers) == len(set(markers)), "a marker was recorded twice"
-    # every recorded write is exactly one row where routing said, and every row of the writer was recorded
-    database = {SHARED_ONLY: world.shared.dbname, **{s: c.database for s, c in world.tenants.items()}}
-    recorded = {(w["dbname"], w["id"], w["marker"], w["shop"]) for w in record.writes}
+    # every recorded write is exactly one row where routing said (after the rollback copied the tenant's writes back,
+    # the moving shop's rows are all in the shared database), and every row of the writer was recorded
+    def home(w: dict[str, object]) -> str:
+        shop = int(w["shop"])  # type: ignore[call-overload]
+        return world.registry.get(shop).database if shop == live else world.source.dbname
+
+    recorded = {(home(w), w["id"], w["marker"], w["shop"]) for w in record.writes}
     assert landed(world, writer.marker_prefix) == recorded
-    assert all(w["dbname"] == (world.shared.dbname if w["target"] == "shared" else database[w["shop"]]) for w in record.writes)
-    assert {w["target"] for w in record.writes if w["shop"] == SHARED_ONLY} == {"shared"}
-    assert {w["target"] for w in record.writes if w["shop"] == TENANT_ONLY} == {"tenant"}
-    moving = [target for target, _ in itertools.groupby(w["target"] for w in record.writes if w["shop"] == MOVING)]
-    assert moving == ["shared", "tenant", "shared"]
-    # each refused write was retried with the same marker and then landed once, on the other side
+    assert {w["target"] for w in record.writes if w["shop"] == stays} == {"shared"}
+    assert {w["target"] for w in record.writes if w["shop"] == live} == {"tenant"}
+    sequence = [target for target, _ in itertools.groupby(w["target"] for w in record.writes if w["shop"] == moving)]
+    assert sequence == ["shared", "tenant", "shared"]
+    # refused writes (the fence of each move) were retried with the same marker and landed once, on the other side
     by_marker = {w["marker"]: w for w in record.writes}
     for refusal in record.refused:
-        assert refusal["shop"] == MOVING
+        assert refusal["shop"] == moving
         write = by_marker[refusal["marker"]]
         assert write["target"] != refusal["target"] and write["attempts"] > refusal["attempt"]
 
 
-def test_writer_counts_other_errors_and_fails(world: World, tmp_path: Path) -> None:
+def test_writer_counts_other_errors_and_fails(app_world: AppWorld, tmp_path: Path) -> None:
+    world = app_world.world
+    shop = world.shop_ids[0]
+    world.migrate(shop)
+    world.workflow.sync(shop)
+    world.workflow.cut_over(shop)
     # the tenant's customers table is gone: route() still says tenant, so every write of that shop fails
-    with world.tenants[TENANT_ONLY].spec().connect() as conn:
-        conn.execute("DROP TABLE customers")
+    with world.tenant(shop).connect() as conn:
+        conn.execute("DROP TABLE customers CASCADE")
+        conn.commit()
     with node_writer(
-        control_url=world.app_url, key=world.key, shops=[TENANT_ONLY], workdir=tmp_path, max_writes=1, duration_ms=3000
+        control_url=app_world.app_url, key=app_world.key, shops=[shop], workdir=tmp_path, max_writes=1, duration_ms=3000
     ) as writer:
         writer.wait_for("3 errors", lambda rec: len(rec.errors) >= 3)
         result = writer.stop()
@@ -246,7 +188,7 @@ def test_writer_counts_other_errors_and_fails(world: World, tmp_path: Path) -> N
     assert result.summary["errors"] == len(result.record.errors) >= 3
     assert {e["sqlstate"] for e in result.record.errors} == {"42P01"}
     assert "relation \"customers\" does not exist" in result.stderr and "[SQLSTATE 42P01]" in result.stderr
-    assert world.app_url.reveal() not in result.stderr and world.tenants[TENANT_ONLY].password.reveal() not in result.stderr
+    assert app_world.app_url.reveal() not in result.stderr and world.registry.get(shop).password.reveal() not in result.stderr
 
 
 def test_writer_refuses_missing_settings_in_one_line(tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ would store its check results without partition (Dagster 1.13 keeps per-partitio
 single-partition runs).
 
 What to run next for a shop is read from its lifecycle: `advance` runs the jobs that take it from where it
-is (including a step that was interrupted: provisioning, copying, cutting over, retiring) to the phase
-asked for, and stops at the first failure. A shop already there (or past it) is done, not an error.
+is (including a step that was interrupted: provisioning, copying, cutting over, retiring; and a live shop
+whose tenant was never opened, `ShopState.tenant_closed`) to the phase asked for, and stops at the first
+failure. A shop already there (or past it) is done, not an error.
 """
 
 import time
@@ -93,7 +94,7 @@ class ShopOutcome:
 
     @property
     def done(self) -> bool:
-        return self.record is not None and self.record.state in TARGETS[self.target]
+        return self.record is not None and self.record.state in TARGETS[self.target] and not self.record.tenant_closed
 
     @property
     def state(self) -> str:
@@ -232,6 +233,10 @@ def retirement_config(shop_id: int) -> dict[str, Any]:
 def next_job(record: ShopState | None, through: int) -> str | None:
     """The job that takes a shop one step towards `through` from where its lifecycle says it is."""
     state = record.state if record else State.REGISTERED
+    if record is not None and record.tenant_closed:
+        # Live, yet its tenant may still refuse its writes (a cutover killed between the flip and opening the
+        # tenant): nothing takes them. The cutover job opens the tenant of a live shop, whatever `through` is.
+        return "cutover_shop"
     if state in TARGETS[through]:
         return None
     if state in (State.REGISTERED, State.PROVISIONING, State.PROVISIONED, State.COPYING, State.COPIED):
@@ -277,6 +282,7 @@ def advance(
         run = run_job(defs, instance, job, partition_key=str(shop_id), run_config=config, tags=tags)
         outcome.runs.append(run)
         before = outcome.record.state if outcome.record else None
+        was_closed = outcome.record is not None and outcome.record.tenant_closed
         try:
             outcome.record = lifecycle.find(shop_id)
         except HandyshopError as exc:  # the server went away: say what failed first, then why we stop
@@ -287,7 +293,8 @@ def advance(
         if not run.success:
             outcome.notes.extend(run.failures or [f"{job} failed (run {run.run_id})"])
             break
-        if outcome.record is not None and outcome.record.state == before and job != "sync_shop":
+        opened = was_closed and outcome.record is not None and not outcome.record.tenant_closed
+        if outcome.record is not None and outcome.record.state == before and job != "sync_shop" and not opened:
             outcome.notes.append(f"{job} succeeded but the shop stayed {before.value if before else 'unregistered'}")
             break
     return outcome

@@ -28,6 +28,7 @@ from handyshop_migration.tenancy.engine.migrations import tenant_migrations
 from handyshop_migration.tenancy.engine.provisioning import Provisioner, TenantNaming
 from handyshop_migration.tenancy.engine.tenant_schema import TenantSchema
 from handyshop_migration.tenancy.lifecycle import Lifecycle
+from handyshop_migration.tenancy.secrets import Secret
 from handyshop_migration.tenancy.workflow import Workflow
 from handyshop_migration_tests.support.databases import (
     create_database,
@@ -49,6 +50,7 @@ class World:
     workflow: Workflow
     namespace: str
     shop_ids: list[int]
+    key: Secret  # TENANT_ENCRYPTION_KEY of this world (an application decrypts route()'s tokens with it)
     seed: SeedReport | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -115,7 +117,8 @@ def build_world(
             ids = list(shop_ids or [])
             include = list(tables) if tables is not None else None
         catalog = introspect(source, tenant_column=tenant_column, include=include)
-        cipher = CredentialCipher(generate_key())
+        key = generate_key()
+        cipher = CredentialCipher(key)
         registry = ConnectionRegistry(source, cipher)
         naming = TenantNaming(
             database=namespace + "shop_{id}_db", role=namespace + "shop_user_{id}", owner=namespace + "shop_owner_{id}"
@@ -128,7 +131,8 @@ def build_world(
         workflow.setup()
         closers[1:1] = [provisioner.close, registry.close]
         return World(
-            admin, source, catalog, cipher, registry, provisioner, lifecycle, workflow, namespace, ids, report, closers
+            admin, source, catalog, cipher, registry, provisioner, lifecycle, workflow, namespace, ids, Secret(key), report,
+            closers,
         )
     except BaseException:
         for close in reversed(closers):

@@ -312,8 +312,9 @@ class Where:
     reads: str
     writes: str
     shared_fenced: bool  # the shared database refuses (or holds) the shop's writes
-    tenant_live: bool  # the tenant records being live
-    tenant_fenced: bool  # the tenant refuses the shop's writes
+    tenant_live: bool  # the tenant's guard records being (or having been) live: `live_since` set
+    tenant_open: bool  # the tenant's guard takes the shop's writes (`accepts_writes`)
+    tenant_capture: bool  # the tenant logs its writes for a way back (its capture triggers are there)
 
     def problems(self) -> list[str]:
         """Contradictions: a shop fenced where it is routed, or a tenant that thinks it is live while the
@@ -321,11 +322,11 @@ class Where:
         bad = []
         if self.writes == "shared" and self.shared_fenced and self.state != "cutting_over":
             bad.append("routed to the shared database, which refuses its writes")
-        if self.writes == "tenant" and self.tenant_fenced and self.state != "rolling_back":
+        if self.writes == "tenant" and not self.tenant_open and self.state != "rolling_back":
             bad.append("routed to its tenant, which refuses its writes")
         if self.writes == "tenant" and not self.shared_fenced:
             bad.append("routed to its tenant, yet the shared database still takes its writes")
-        if self.writes == "shared" and self.tenant_live and self.state != "cutting_over":
+        if self.writes == "shared" and (self.tenant_live or self.tenant_open):
             bad.append("routed to the shared database, yet its tenant says it is live")
         return bad
 
@@ -336,15 +337,14 @@ def where(flow: Workflow, shop: int) -> Where:
     record = flow.lifecycle.get(shop)
     with own(flow.source).connect() as conn:
         shared_fenced = capture.is_fenced(conn, shop)
-    live = fenced = False
+    live = open_ = captured = False
     if flow.registry.find(shop) is not None:
-        rows = fetch(
-            flow.tenant(shop),
-            "SELECT bool_or(live_since IS NOT NULL), bool_or(fenced_at IS NOT NULL) FROM handyshop_migration.lifecycle",
-        )
-        if rows:
-            live, fenced = bool(rows[0][0]), bool(rows[0][1])
-    return Where(record.state.value, record.reads, record.writes, shared_fenced, live, fenced)
+        with own(flow.tenant(shop)).connect() as tconn:
+            guard = capture.tenant_guard_state(tconn)
+            captured = capture.tenant_capture_enabled(tconn, flow.catalog)
+        if guard is not None:
+            live, open_ = guard.live_since is not None, guard.accepts_writes
+    return Where(record.state.value, record.reads, record.writes, shared_fenced, live, open_, captured)
 
 
 def tenant_equals_source(flow: Workflow, shop: int) -> list[str]:
