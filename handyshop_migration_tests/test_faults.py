@@ -63,11 +63,6 @@ from handyshop_migration_tests.support.faults import (
 BIG_SHOP = 1  # the seed's big shop: its repairs take a second to copy
 BIG_ROWS = 80_000
 
-# Freeing the pool slots of dead runs and failing their stale STARTED runs is the throughput branch's; until it
-# is merged the assertions on those are expected to fail (the lead flips this when merging).
-DEAD_RUNS_CLEANED = False
-
-
 @pytest.fixture(scope="module")
 def site(pg_server: ConnectionSpec, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("faults")
@@ -189,10 +184,7 @@ def test_killed_mid_copy_resumes_and_frees_its_pool_slot(site: Site, tmp_path: P
     with workflow(site) as flow:
         assert fetch(flow.tenant(shop), "SELECT count(*) FROM repairs") == [(BIG_ROWS,)]
     claimed, started = pool_slots(own_home.home)
-    if not DEAD_RUNS_CLEANED and (claimed or started):
-        pytest.xfail(f"until the throughput branch is merged: the killed run keeps {len(claimed)} pool slot(s) and "
-                     f"{len(started)} run(s) stay STARTED")
-    assert claimed == [] and started == []
+    assert claimed == [] and started == []  # the dead run's slot freed and its run failed, by the rerun itself
 
 
 def test_killed_during_sync_with_the_application_writing(site: Site) -> None:
