@@ -417,10 +417,12 @@ def _pg_dump_process(backups: Path) -> int:
 def test_killed_during_pg_dump_leaves_no_passfile_and_the_next_run_removes_its_partial_dump(site: Site, tmp_path: Path) -> None:
     own_home = site.with_home(tmp_path / "dump")
     with own(site.source).connect() as conn:
-        conn.execute("CREATE TABLE fault_probe (v text); INSERT INTO fault_probe VALUES ('dumped')")
+        # in a schema of its own: pg_dump waits on it, the catalog (of the application's schema) does not change
+        conn.execute("CREATE SCHEMA fault_probe; CREATE TABLE fault_probe.fault_probe (v text); "
+                     "INSERT INTO fault_probe.fault_probe VALUES ('dumped')")
         conn.commit()
     try:
-        with holding(site.source, "LOCK TABLE fault_probe IN ACCESS EXCLUSIVE MODE") as lock:
+        with holding(site.source, "LOCK TABLE fault_probe.fault_probe IN ACCESS EXCLUSIVE MODE") as lock:
             running = own_home.start("prepare")
             wait_for_statement(site.admin, running, like="LOCK TABLE%fault_probe%", database=site.source.dbname, waiting=True)
             pid = _pg_dump_process(own_home.backups)
@@ -446,7 +448,7 @@ def test_killed_during_pg_dump_leaves_no_passfile_and_the_next_run_removes_its_p
         assert len(list(own_home.backups.glob("*.dump"))) >= 1
     finally:
         with own(site.source).connect() as conn:
-            conn.execute("DROP TABLE IF EXISTS fault_probe")
+            conn.execute("DROP SCHEMA IF EXISTS fault_probe CASCADE")
             conn.commit()
 
 
