@@ -11,7 +11,7 @@ import warnings
 import dagster as dg
 
 from handyshop_migration import settings
-from handyshop_migration.pipeline import jobs, phase0, phase1, phase2, phase3, phase4, phase5
+from handyshop_migration.pipeline import jobs, overview, phase0, phase1, phase2, phase3, phase4, phase5
 from handyshop_migration.pipeline.resources import build_resources
 from handyshop_migration.pipeline.sensors import build_new_shops_sensor, build_sync_sensor
 from handyshop_migration.tenancy.engine.catalog import Catalog, load_catalog
@@ -32,7 +32,7 @@ def build_definitions(catalog: Catalog | None = None, environ: dict[str, str] | 
     phase12_keys = [k for a in (*p1_assets, *p2) for k in a.keys]
     interval = settings.sensor_interval_seconds(env)
     return dg.Definitions(
-        assets=[*p0, *p1_assets, *p2, *later],
+        assets=[*p0, *p1_assets, *p2, *later, overview.overview_spec],
         asset_checks=p1_checks,
         jobs=[
             jobs.prepare_source,
@@ -43,7 +43,11 @@ def build_definitions(catalog: Catalog | None = None, environ: dict[str, str] | 
             jobs.retire_shop,
             *jobs.build_way_back_jobs(catalog, phase12_keys),
         ],
-        sensors=[build_new_shops_sensor(jobs.migrate_shop, interval, catalog), build_sync_sensor(jobs.sync_shop, interval)],
+        sensors=[
+            build_new_shops_sensor(jobs.migrate_shop, interval, catalog),
+            build_sync_sensor(jobs.sync_shop, interval),
+            overview.build_overview_sensor(interval),
+        ],
         resources=build_resources(env),
         executor=dg.in_process_executor,
     )
