@@ -387,6 +387,7 @@ class Workflow:
         report.reservations = {k: (v[0], v[1]) for k, v in reservations.items()}
         with self.source.connect() as sconn:
             capture.prepare_fence(sconn, shop_id)
+        fenced_at = time.perf_counter()  # the window counts from the fence, including the wait for older writers
         self.lifecycle.apply(
             shop_id, "start_cutover", reason=f"{reason}: fencing the shop's writes in the shared database",
             details={"id_reservations": reservations},
@@ -394,7 +395,6 @@ class Workflow:
         )
         with self.source.connect() as conn:
             capture.wait_for_older_transactions(conn)
-        fenced_at = time.perf_counter()
         report.step("shared database holds the shop's writes (a lease)")
         try:
             drained = capture.apply_changes(capture.TO_TENANT, self.source, tenant, self.catalog, shop_id)
