@@ -387,14 +387,18 @@ class Workflow:
         report.reservations = {k: (v[0], v[1]) for k, v in reservations.items()}
         with self.source.connect() as sconn:
             capture.prepare_fence(sconn, shop_id)
-        fenced_at = time.perf_counter()  # the window counts from the fence, including the wait for older writers
-        self.lifecycle.apply(
-            shop_id, "start_cutover", reason=f"{reason}: fencing the shop's writes in the shared database",
-            details={"id_reservations": reservations},
-            effects=[lambda c: capture.set_fence(c, shop_id, reason, self.fence_lease)],
-        )
-        with self.source.connect() as conn:
-            capture.wait_for_older_transactions(conn)
+        # The waiter's connection is opened before the fence: "older than the fence" is then read the moment the
+        # fence commits. A write that begins after that sees the fence and is held, and must not be waited for
+        # (it waits for us); opened afterwards, a login's milliseconds let such writes in and the cutover would
+        # wait out their hold (seen as p95 windows of 2-4 s against a p50 of 0.17 s).
+        with self.source.connect() as waiter:
+            fenced_at = time.perf_counter()  # the window counts from the fence, the wait for older writers included
+            self.lifecycle.apply(
+                shop_id, "start_cutover", reason=f"{reason}: fencing the shop's writes in the shared database",
+                details={"id_reservations": reservations},
+                effects=[lambda c: capture.set_fence(c, shop_id, reason, self.fence_lease)],
+            )
+            capture.wait_for_older_transactions(waiter)
         report.step("shared database holds the shop's writes (a lease)")
         try:
             drained = capture.apply_changes(capture.TO_TENANT, self.source, tenant, self.catalog, shop_id)

@@ -260,9 +260,9 @@ def wait_for_older_transactions(conn: psycopg.Connection, *, timeout: float = 30
     one for minutes) never write, so they are not waited for; nor are other databases' transactions, nor
     background workers (autovacuum writes no rows).
 
-    Known cost (benchmarks/fence_window.py): a write that begins after the fence and is held by it is an
-    open transaction too, so the cutover waits for it until its hold ends (at most the fence's max wait);
-    those rounds make the p95 of the window as the application feels it ~2-4 s against a p50 of 0.17 s."""
+    Call it on a connection opened before the fence committed: a write that begins after the fence is held
+    by it and is an open transaction too — found by a late look, it would be waited for until its hold ends
+    (at most the fence's max wait)."""
     conn.commit()
     older = conn.execute(
         "SELECT pid, xact_start FROM pg_stat_activity WHERE datname = current_database() "
