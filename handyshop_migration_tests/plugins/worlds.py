@@ -5,6 +5,8 @@ workflow — torn down with every tenant it created. One factory instead of a se
     def test_x(make_world):
         world = make_world(shops=3, scale=0.05)            # seeded Handyshop
         world = make_world(schema=exotic.create, tenant_column="tenant_id", shop_ids=[1, 2, 3])
+        world = make_world(schema=store.create, tenant_column="store_id", shop_ids=[1, 2],
+                           inspect_args={"exclude": ["store", "ddl_log"]})  # any introspect() option
         world.workflow.provision(2); world.workflow.copy(2)
 
 `scope="module"` variants are left to the modules: call `build_world` from a module fixture.
@@ -98,6 +100,7 @@ def build_world(
     tables: Sequence[str] | None = None,
     capture_writes: bool = True,
     prefix: str = "t_world",
+    inspect_args: dict[str, object] | None = None,
     **seed_args: object,
 ) -> World:
     """A world on `admin`'s server. Without `schema`, a seeded Handyshop (`seed_args` go to seed_database)."""
@@ -118,7 +121,7 @@ def build_world(
             include = list(tables) if tables is not None else None
         # a seeded Handyshop names its users table (the shipped catalog does: phase 0's owner checks)
         catalog = introspect(source, tenant_column=tenant_column, include=include,
-                             users_table="users" if schema is None else None)
+                             users_table="users" if schema is None else None, **(inspect_args or {}))
         key = generate_key()
         cipher = CredentialCipher(key)
         registry = ConnectionRegistry(source, cipher)

@@ -1,0 +1,159 @@
+"""Rows that belong to a shop without carrying its id (implied tables, reached through foreign keys),
+reference tables copied whole into every tenant, and global rows of tenant tables copied into every tenant.
+
+On the store fixture (Pagila split by store: rental -> inventory -> store, payment -> rental, partitioned by
+month; the catalogue, the geography and the addresses as reference tables) and the seeded Handyshop (the
+global device catalog under shop 1682, the global templates under shop 0)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from handyshop_migration.tenancy.engine import membership
+from handyshop_migration.tenancy.engine.catalog import (
+    IMPLIED,
+    REFERENCE,
+    Catalog,
+    introspect,
+    membership_diff,
+)
+from handyshop_migration.tenancy.errors import CatalogError, CopyError
+from handyshop_migration_tests.plugins.worlds import World
+from handyshop_migration_tests.support.schemas import store
+
+STORE_ARGS = {"exclude": ["store", "ddl_log"]}
+INFO = store.INFO
+
+
+def _hops(path: tuple) -> tuple:
+    return tuple((h.table, h.columns, h.ref_table) for h in path)
+
+
+def _store_world(make_world: Callable[..., World], **inspect_args: object) -> World:
+    return make_world(schema=store.create, tenant_column="store_id", shop_ids=[1, 2, 3],
+                      inspect_args={**STORE_ARGS, **inspect_args})
+
+
+def _rows(conn: psycopg.Connection, query: str | sql.Composable, params: tuple = ()) -> list[tuple]:
+    return conn.execute(query, params).fetchall()
+
+
+def test_inspect_finds_implied_and_reference_tables_with_their_paths(make_world: Callable[..., World]) -> None:
+    world = _store_world(make_world)
+    c = world.catalog
+    implied = {t.name: t for t in c.of_role(IMPLIED)}
+    assert set(implied) == set(INFO.implied_tables)
+    for name, path in INFO.implied_tables.items():
+        assert _hops(implied[name].path) == path
+        assert {_hops(p) for p in implied[name].alternative_paths} == set(INFO.other_paths.get(name, ()))
+        assert implied[name].tenant_column == ""
+    assert {t.name for t in c.of_role(REFERENCE)} == set(INFO.reference_tables)
+    assert {t.name for t in c.tenant_tables} == set(INFO.tenant_tables)
+    payment = c.table("payment")
+    assert payment.partition_key == "RANGE (payment_date)"
+    assert tuple(p.name for p in payment.partitions) == INFO.partitioned["payment"]
+    assert {s.name for s in c.shared_tables} == set(INFO.shared_only)
+    # parents before children: a payment's rental, a rental's inventory
+    order = c.table_names
+    assert order.index("inventory") < order.index("rental") < order.index("payment")
+    assert c.membership["payment"] == "implied via payment.rental_id -> rental, rental.inventory_id -> inventory"
+    # the file keeps it all
+    again = Catalog.from_json(c.to_json())
+    assert again == c
+
+
+def test_operator_chooses_another_path_and_the_diff_shows_it(make_world: Callable[..., World]) -> None:
+    world = _store_world(make_world)
+    chosen = introspect(world.source, tenant_column="store_id", paths={"rental": ["customer_id"]}, **STORE_ARGS)
+    assert _hops(chosen.table("rental").path) == (("rental", ("customer_id",), "customer"),)
+    # the payment follows its rental's path
+    assert _hops(chosen.table("payment").path) == (("payment", ("rental_id",), "rental"),
+                                                   ("rental", ("customer_id",), "customer"))
+    diff = membership_diff(world.catalog, chosen)
+    assert diff == [
+        "~ payment: implied via payment.rental_id -> rental, rental.inventory_id -> inventory -> "
+        "implied via payment.rental_id -> rental, rental.customer_id -> customer",
+        "~ rental: implied via rental.inventory_id -> inventory -> implied via rental.customer_id -> customer",
+    ]
+    unreferenced = introspect(world.source, tenant_column="store_id", not_reference=["actor"], **STORE_ARGS)
+    assert "+ actor: shared (not declared reference)" not in membership_diff(world.catalog, unreferenced)
+    assert "~ actor: reference (copied whole into every tenant) -> shared (not declared reference)" in \
+        membership_diff(world.catalog, unreferenced)
+    assert membership_diff(world.catalog, world.catalog) == []
+    with pytest.raises(CatalogError, match=r"rental has no foreign key on \(return_date\)"):
+        introspect(world.source, tenant_column="store_id", paths={"rental": ["return_date"]}, **STORE_ARGS)
+
+
+def test_ambiguous_and_orphan_children_are_reported_with_their_ids(make_world: Callable[..., World]) -> None:
+    world = _store_world(make_world)
+    with world.source.connect() as conn:
+        found = {(f.table, f.kind): f for f in membership.findings(conn, world.catalog, tenants=[1, 2, 3])}
+    assert set(found) == {("rental", "ambiguous"), ("payment", "orphan")}
+    assert found["rental", "ambiguous"].ids == tuple(f"({i})" for i in INFO.ambiguous_rows["rental"])
+    assert found["payment", "orphan"].ids == (f'("2025-03-03 10:00:00",{INFO.orphan_rows["payment"][0]})',)
+    assert found["payment", "orphan"].count == 1
+    assert "9001" in found["rental", "ambiguous"].line() and "rental.inventory_id -> inventory" in \
+        found["rental", "ambiguous"].line()
+    # the copy of store 1 (where the chosen path puts rental 9001) cannot keep its foreign key to store 2's customer
+    world.workflow.provision(1)
+    with pytest.raises(CopyError, match=r"rental rows reference customer rows that are not the shop's.*=\(21\)"):
+        world.workflow.copy(1)
+
+
+def _fix_ambiguous_rental(world: World) -> None:
+    """What an operator does about phase 0's finding: rental 9001's customer becomes one of store 1's."""
+    with world.source.connect() as conn:
+        conn.execute("UPDATE rental SET customer_id = 1 WHERE rental_id = 9001")
+
+
+RENTALS_OF = ("SELECT r.rental_id FROM rental r JOIN inventory i ON i.inventory_id = r.inventory_id "
+              "WHERE i.store_id = %s ORDER BY 1")
+PAYMENTS_OF = ("SELECT p.payment_id FROM payment p JOIN rental r ON r.rental_id = p.rental_id "
+               "JOIN inventory i ON i.inventory_id = r.inventory_id WHERE i.store_id = %s ORDER BY 1")
+
+
+def _ids(conn: psycopg.Connection, query: str, *params: object) -> list[int]:
+    return [r[0] for r in conn.execute(query, params).fetchall()]
+
+
+def _whole(conn: psycopg.Connection, table: str) -> list[tuple]:
+    return conn.execute(sql.SQL("SELECT t::text FROM {} t ORDER BY 1").format(sql.Identifier(table))).fetchall()
+
+
+def test_store_tenants_hold_their_rentals_payments_and_every_reference_row(make_world: Callable[..., World]) -> None:
+    world = _store_world(make_world)
+    _fix_ambiguous_rental(world)
+    for shop in (1, 2):
+        world.workflow.provision(shop)
+        report = world.workflow.copy(shop)
+        assert report.verified, report.problems
+        checked = {r.verification.table for r in report.tables}
+        assert {"rental", "payment", *INFO.reference_tables} <= checked  # a parity gate per table
+    with world.source.connect() as src:
+        for shop in (1, 2):
+            with world.admin_on(shop).connect() as t:
+                expected_rentals = _ids(src, RENTALS_OF, shop)
+                assert expected_rentals and _ids(t, "SELECT rental_id FROM rental ORDER BY 1") == expected_rentals
+                expected_payments = _ids(src, PAYMENTS_OF, shop)
+                assert expected_payments and _ids(t, "SELECT payment_id FROM payment ORDER BY 1") == expected_payments
+                # each payment is in the same monthly partition as in the source
+                where = "SELECT tableoid::regclass::text, count(*) FROM payment WHERE payment_id = ANY(%s) GROUP BY 1 ORDER BY 1"
+                assert _rows(t, where, (expected_payments,)) == _rows(src, where, (expected_payments,))
+                parts = _ids(t, "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                                "WHERE i.inhparent = 'payment'::regclass ORDER BY 1")
+                assert tuple(parts) == INFO.partitioned["payment"]
+                for table in INFO.reference_tables:
+                    assert _whole(t, table) == _whole(src, table), table
+                fks = set(_ids(t, "SELECT conname FROM pg_constraint WHERE contype = 'f'"))
+                assert {"rental_inventory_id_fkey", "payment_rental_id_fkey", "customer_address_id_fkey",
+                        "film_language_id_fkey", "inventory_film_id_fkey"} <= fks
+        # the rental that was ambiguous goes where its chosen path (its inventory) says: store 1
+        with world.admin_on(1).connect() as t1, world.admin_on(2).connect() as t2:
+            assert _ids(t1, "SELECT rental_id FROM rental WHERE rental_id = 9001") == [9001]
+            assert _ids(t2, "SELECT rental_id FROM rental WHERE rental_id = 9001") == []
+            # the orphan payment is in no tenant
+            assert _ids(t1, "SELECT payment_id FROM payment WHERE payment_id = 9001") == []
