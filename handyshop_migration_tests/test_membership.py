@@ -8,6 +8,7 @@ global device catalog under shop 1682, the global templates under shop 0)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -21,7 +22,9 @@ from handyshop_migration.tenancy.engine.catalog import (
     introspect,
     membership_diff,
 )
-from handyshop_migration.tenancy.errors import CatalogError, CopyError
+from handyshop_migration.tenancy.engine.retirement import archive_shop, restore_shop, retire_shop
+from handyshop_migration.tenancy.engine.validation import validate_source
+from handyshop_migration.tenancy.errors import CatalogError, CopyError, RetirementRefused
 from handyshop_migration_tests.plugins.worlds import World
 from handyshop_migration_tests.support.schemas import store
 
@@ -157,3 +160,52 @@ def test_store_tenants_hold_their_rentals_payments_and_every_reference_row(make_
             assert _ids(t2, "SELECT rental_id FROM rental WHERE rental_id = 9001") == []
             # the orphan payment is in no tenant
             assert _ids(t1, "SELECT payment_id FROM payment WHERE payment_id = 9001") == []
+
+
+def test_phase0_reports_implied_rows_with_their_keys(make_world: Callable[..., World]) -> None:
+    world = _store_world(make_world)
+    report = validate_source(world.source, world.catalog)
+    found = {f.details["kind"]: f for f in report.by_check("implied_rows")}
+    assert set(found) == {"ambiguous", "orphan"}
+    assert found["ambiguous"].severity == "error" and found["ambiguous"].table == "rental"
+    assert found["ambiguous"].details["keys"] == ["(9001)"] and found["ambiguous"].shop_ids == (1, 2)
+    assert report.blocked_shops() >= {1, 2}
+    assert found["orphan"].severity == "warning" and found["orphan"].table == "payment"
+    assert found["orphan"].details["keys"] == ['("2025-03-03 10:00:00",9001)']
+    # no tenant-column checks run on tables that have no tenant column
+    assert not [f for f in report.findings if f.table in ("rental", "payment", "film")
+                and f.check in ("null_shop_rows", "orphan_shop_rows", "cross_shop_references")]
+
+
+def test_retirement_deletes_exactly_the_shops_implied_rows_never_reference_rows(
+    make_world: Callable[..., World], tmp_path: Path
+) -> None:
+    world = _store_world(make_world)
+    _fix_ambiguous_rental(world)
+    for shop in (1, 2):
+        world.migrate(shop)
+    with world.source.connect() as src:
+        rentals = {s: _ids(src, RENTALS_OF, s) for s in (1, 2, 3)}
+        payments = {s: _ids(src, PAYMENTS_OF, s) for s in (1, 2, 3)}
+        all_rentals = set(_ids(src, "SELECT rental_id FROM rental"))
+        all_payments = set(_ids(src, "SELECT payment_id FROM payment"))
+        references = {t: _whole(src, t) for t in INFO.reference_tables}
+    archive = archive_shop(world.source, world.catalog, 1, tmp_path)
+    assert {a.table: a.rows for a in archive.tables}["rental"] == len(rentals[1])
+    assert not {a.table for a in archive.tables} & set(INFO.reference_tables)
+    # the tenants table still names store 1's manager: nothing may be deleted under it
+    with pytest.raises(RetirementRefused, match=r"store rows .*reference shop 1's staff"):
+        retire_shop(world.source, world.catalog, archive, confirm=True, state="live")
+    with world.source.connect() as src:
+        src.execute("ALTER TABLE store DROP CONSTRAINT store_manager_staff_id_fkey")
+    result = retire_shop(world.source, world.catalog, archive, confirm=True, state="live")
+    assert result.deleted["rental"] == len(rentals[1]) and result.deleted["payment"] == len(payments[1])
+    with world.source.connect() as src:
+        assert set(_ids(src, "SELECT rental_id FROM rental")) == all_rentals - set(rentals[1])
+        assert set(_ids(src, "SELECT payment_id FROM payment")) == all_payments - set(payments[1])
+        assert _ids(src, RENTALS_OF, 2) == rentals[2] and _ids(src, PAYMENTS_OF, 3) == payments[3]
+        assert {t: _whole(src, t) for t in INFO.reference_tables} == references
+    restored = restore_shop(world.source, world.catalog, archive)
+    assert restored["payment"] == len(payments[1])
+    with world.source.connect() as src:
+        assert set(_ids(src, "SELECT payment_id FROM payment")) == all_payments

@@ -127,6 +127,7 @@ class MembershipFinding:
     count: int
     ids: tuple[str, ...]  # key values (ROW text), at most SAMPLE
     detail: str
+    shops: tuple[int, ...] = ()  # the tenants the rows' paths lead to
 
     def line(self) -> str:
         more = f" (first {len(self.ids)})" if self.count > len(self.ids) else ""
@@ -149,23 +150,25 @@ def findings(conn: psycopg.Connection, catalog: Catalog, tenants: Sequence[int] 
             owners.append(sql.SQL("{}.{}").format(sql.Identifier(end_alias), sql.Identifier(end.tenant_column)))
         known = list(tenants) if tenants is not None else None
         query = sql.SQL(
-            "SELECT kind, count(*), (array_agg(id ORDER BY id))[1:%s] FROM ("
-            " SELECT {ident} AS id,"
+            "SELECT kind, count(DISTINCT id), (array_agg(DISTINCT id ORDER BY id))[1:%s],"
+            " array_remove(array_agg(DISTINCT s ORDER BY s), NULL) FROM ("
+            " SELECT {ident} AS id, o,"
             "  CASE WHEN o[1] IS NULL OR NOT (o[1] = ANY(%s::bigint[]) OR %s::bigint[] IS NULL OR o[1] = ANY(%s::bigint[]))"
             "       THEN 'orphan'"
             "       WHEN (SELECT count(DISTINCT x) FROM unnest(o) x) > 1 THEN 'ambiguous' END AS kind"
             " FROM (SELECT t.*, ARRAY[{owners}]::bigint[] AS o FROM {rel} t {joins}) t"
-            ") f WHERE kind IS NOT NULL GROUP BY kind ORDER BY kind"
+            ") f LEFT JOIN LATERAL unnest(o) s ON true WHERE kind IS NOT NULL GROUP BY kind ORDER BY kind"
         ).format(ident=ident, owners=sql.SQL(", ").join(owners), rel=relation(t), joins=sql.SQL(" ").join(all_joins))
         rows = conn.execute(query, (SAMPLE, known, known, list(catalog.global_tenant_ids))).fetchall()
-        for kind, count, ids in rows:
+        for kind, count, ids, shops in rows:
             if kind == "orphan":
                 detail = (f"their path ({describe_path(t.path)}) leads to no tenant: they stay in the shared database "
                           "only; attach them to a parent of a shop, or delete them")
             else:
                 detail = (f"their foreign-key paths lead to different tenants; the catalog's path "
                           f"({describe_path(t.path)}) decides where they go — fix the rows or choose another path")
-            out.append(MembershipFinding(t.name, kind, int(count), tuple(ids or ()), detail))
+            out.append(MembershipFinding(t.name, kind, int(count), tuple(ids or ()), detail,
+                                         tuple(int(x) for x in shops or ())))
     return out
 
 
