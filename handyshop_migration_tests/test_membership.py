@@ -209,3 +209,45 @@ def test_retirement_deletes_exactly_the_shops_implied_rows_never_reference_rows(
     assert restored["payment"] == len(payments[1])
     with world.source.connect() as src:
         assert set(_ids(src, "SELECT payment_id FROM payment")) == all_payments
+
+
+def _handyshop_with_a_model_under_a_global_brand(make_world: Callable[..., World]) -> tuple[World, int, int]:
+    """A seeded Handyshop whose first shop has a model under a global (1682) brand, as the real app allows."""
+    world = make_world(shops=2, scale=0.03, seed=7, prefix="t_globals")
+    shop = world.shop_ids[0]
+    brand = world.report.global_rows[1682]["user_brands"][0]
+    with world.source.connect() as conn:
+        model = conn.execute(
+            "INSERT INTO user_models (name, brand_id, user_id, shop_id, created_at, updated_at) "
+            "VALUES ('Galaxy S24 (eigene Variante)', %s, (SELECT min(id) FROM users WHERE shop_id = %s), %s, now(), now()) "
+            "RETURNING id", (brand, shop, shop)
+        ).fetchone()[0]  # type: ignore[index]
+    return world, shop, model
+
+
+def test_handyshop_tenants_hold_the_global_catalog_and_templates_next_to_their_own(
+    make_world: Callable[..., World],
+) -> None:
+    world, shop, model = _handyshop_with_a_model_under_a_global_brand(make_world)
+    assert {t.name for t in world.catalog.tenant_tables if t.global_rows == "every_tenant"} == {
+        "device_types", "user_brands", "user_models", "email_templates"}
+    for s in world.shop_ids:
+        world.migrate(s)
+    globals_ = world.report.global_rows
+    with world.source.connect() as src:
+        for s in world.shop_ids:
+            with world.admin_on(s).connect() as t:
+                for table, ids in (*globals_[1682].items(), *globals_[0].items()):
+                    where = f"SELECT id FROM {table} WHERE id = ANY(%s) ORDER BY 1"  # noqa: S608 - test names
+                    assert _ids(t, where, ids) == sorted(ids), (s, table)
+                    own = _ids(src, f"SELECT id FROM {table} WHERE shop_id = %s ORDER BY 1", s)  # noqa: S608
+                    assert set(_ids(t, f"SELECT id FROM {table}")) == set(own) | set(ids)  # noqa: S608
+                # rows with shop_id NULL stay in the shared database
+                for table, ids in world.report.null_shop_rows.items():
+                    assert _ids(t, f"SELECT id FROM {table} WHERE id = ANY(%s)", ids) == [], table  # noqa: S608
+                # the tenant's next ids are past every global row it holds
+                top = max(i for ids in globals_[1682].values() for i in ids)
+                assert t.execute("SELECT nextval('user_models_id_seq')").fetchone()[0] > top  # type: ignore[index]
+        with world.admin_on(shop).connect() as t:
+            assert _rows(t, "SELECT b.id FROM user_models m JOIN user_brands b ON b.id = m.brand_id WHERE m.id = %s",
+                         (model,)) == [(globals_[1682]["user_brands"][0],)]

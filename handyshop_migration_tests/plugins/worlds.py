@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from handyshop_migration.devtools.seed import TENANT_TABLES, SeedReport, seed_database
+from handyshop_migration.devtools.seed import GLOBAL_ROWS_POLICY, TENANT_TABLES, SeedReport, seed_database
 from handyshop_migration.tenancy.application.encryption import CredentialCipher, generate_key
 from handyshop_migration.tenancy.application.registry import ConnectionRegistry
 from handyshop_migration.tenancy.dsn import ConnectionSpec
@@ -119,9 +119,11 @@ def build_world(
                 conn.commit()
             ids = list(shop_ids or [])
             include = list(tables) if tables is not None else None
-        # a seeded Handyshop names its users table (the shipped catalog does: phase 0's owner checks)
+        # a seeded Handyshop names its users table (the shipped catalog does: phase 0's owner checks) and
+        # copies the global device catalog and templates into every shop, as the shipped catalog does
+        handyshop = {"users_table": "users", "global_rows": GLOBAL_ROWS_POLICY} if schema is None else {}
         catalog = introspect(source, tenant_column=tenant_column, include=include,
-                             users_table="users" if schema is None else None, **(inspect_args or {}))
+                             **{**handyshop, **(inspect_args or {})})  # type: ignore[arg-type]
         key = generate_key()
         cipher = CredentialCipher(key)
         registry = ConnectionRegistry(source, cipher)

@@ -176,6 +176,7 @@ class Table:
     path: tuple[Hop, ...] = ()  # role "implied": the foreign-key path to a tenant table
     alternative_paths: tuple[tuple[Hop, ...], ...] = ()  # role "implied": the other FK paths to tenant tables
     global_rows: str = GLOBAL_ROWS_STAY
+    global_rows_reason: str | None = None  # why (the operator's words, for review)
     partition_key: str | None = None  # pg_get_partkeydef() of a partitioned table
     partitions: tuple[Partition, ...] = ()
     comment: str | None = None
@@ -399,7 +400,8 @@ class Catalog:
         out = {}
         for t in self.tables:
             if t.role == TENANT:
-                out[t.name] = f"tenant (global rows: {t.global_rows})"
+                why = f" — {t.global_rows_reason}" if t.global_rows_reason else ""
+                out[t.name] = f"tenant (global rows: {t.global_rows}{why})"
             elif t.role == IMPLIED:
                 out[t.name] = f"implied via {describe_path(t.path)}"
             else:

@@ -289,7 +289,7 @@ def introspect(
     paths: Mapping[str, Sequence[str]] | None = None,
     reference: Sequence[str] | None = None,
     not_reference: Iterable[str] = (),
-    global_rows: Mapping[str, str] | None = None,
+    global_rows: Mapping[str, str | tuple[str, str]] | None = None,
     global_ids: Sequence[int] = DEFAULT_GLOBAL_SHOP_IDS,
 ) -> Catalog:
     """Read the tenant tables of `source` (tables having `tenant_column`, or exactly `include`), the table
@@ -300,7 +300,8 @@ def introspect(
     `paths` chooses an implied table's path where several exist: table -> the columns of its first hop (the
     rest follows the parent's own path). `reference` lists exactly the reference tables (None: found, see
     `_membership`); `not_reference` undoes some of the found ones. `global_rows` sets a tenant table's
-    policy for rows under `global_ids` ("stay", the default, or "every_tenant")."""
+    policy for rows under `global_ids` ("stay", the default, or "every_tenant"), optionally with the reason
+    (`(policy, why)`), which the catalog keeps for review."""
     source.connect().close()  # an unreachable server: our one-line ConnectionFailed, not SQLAlchemy's
     url = source.sqlalchemy_url("psycopg").reveal()
     # SQLAlchemy does not know composite types ("Did not recognize type"); their exact text comes from
@@ -372,12 +373,12 @@ def introspect(
             implied, references, notes = _membership(
                 cur, schema, names, candidates, paths or {}, reference, set(not_reference)
             )
-            policies = dict(global_rows or {})
+            policies = {k: (v, None) if isinstance(v, str) else (v[0], v[1]) for k, v in (global_rows or {}).items()}
             unknown = sorted(set(policies) - set(names))
             if unknown:
                 raise CatalogError(f"--global-rows names {', '.join(unknown)}, which are not tenant tables of the "
                                    f"catalog (tenant tables: {', '.join(names)}).")
-            bad = sorted(v for v in policies.values() if v not in (GLOBAL_ROWS_STAY, GLOBAL_ROWS_EVERY_TENANT))
+            bad = sorted(v for v, _ in policies.values() if v not in (GLOBAL_ROWS_STAY, GLOBAL_ROWS_EVERY_TENANT))
             if bad:
                 raise CatalogError(f"global rows policy {bad[0]!r} unknown: use stay or every_tenant.")
             catalog = _build(cur, source, schema, tenant_column, names, sa_order, sa_info,
@@ -428,7 +429,8 @@ def introspect_like(source: ConnectionSpec, catalog: Catalog) -> Catalog:
         users_table=catalog.users.table if catalog.users else None,
         paths={t.name: t.path[0].columns for t in catalog.of_role(IMPLIED)},
         reference=[t.name for t in catalog.of_role(REFERENCE)],
-        global_rows={t.name: t.global_rows for t in catalog.tenant_tables},
+        global_rows={t.name: (t.global_rows, t.global_rows_reason or "") if t.global_rows_reason else t.global_rows
+                     for t in catalog.tenant_tables},
         global_ids=catalog.global_tenant_ids,
     )
 
@@ -573,7 +575,7 @@ def _build(
     *,
     implied: dict[str, tuple[tuple[Hop, ...], tuple[tuple[Hop, ...], ...]]] | None = None,
     references: Sequence[str] = (),
-    policies: Mapping[str, str] | None = None,
+    policies: Mapping[str, tuple[str, str | None]] | None = None,
     partitioned: set[str] | frozenset[str] = frozenset(),
 ) -> Catalog:
     notes: list[str] = []
@@ -589,7 +591,8 @@ def _build(
         elif name in references:
             t = replace(t, role=REFERENCE)
         else:
-            t = replace(t, global_rows=(policies or {}).get(name, GLOBAL_ROWS_STAY))
+            policy, why = (policies or {}).get(name, (GLOBAL_ROWS_STAY, None))
+            t = replace(t, global_rows=policy, global_rows_reason=why)
         if name in partitioned:
             t = replace(t, **_partitioning(cur, schema, name))
         tables[name] = t

@@ -530,8 +530,11 @@ class _Validator:
             "SELECT c.{ctc}, p.{ptc}, count(*), "
             "(array_agg({ck} ORDER BY {ck}))[1:%s], (array_agg({pk} ORDER BY {ck}))[1:%s] "
             "FROM {child} c JOIN {parent} p ON {join} "
-            "WHERE c.{ctc} IS DISTINCT FROM p.{ptc} GROUP BY 1, 2 ORDER BY 1, 2"
+            "WHERE c.{ctc} IS DISTINCT FROM p.{ptc} {globals_ok} GROUP BY 1, 2 ORDER BY 1, 2"
         ).format(
+            # a global parent copied into every tenant is there for every child
+            globals_ok=sql.SQL("AND NOT coalesce(p.{} = ANY(%s::bigint[]), false)").format(sql.Identifier(parent.tenant_column))
+            if parent.global_rows == GLOBAL_ROWS_EVERY_TENANT else sql.SQL(""),
             ctc=sql.Identifier(child.tenant_column),
             ptc=sql.Identifier(parent.tenant_column),
             ck=child_key.expression,
@@ -542,7 +545,8 @@ class _Validator:
                 sql.SQL("p.{} = c.{}").format(sql.Identifier(r), sql.Identifier(c)) for c, r in pairs
             ),
         )
-        groups = self.conn.execute(query, (MAX_IDS, MAX_IDS)).fetchall()
+        globals_param = (list(self.catalog.global_tenant_ids),) if parent.global_rows == GLOBAL_ROWS_EVERY_TENANT else ()
+        groups = self.conn.execute(query, (MAX_IDS, MAX_IDS, *globals_param)).fetchall()
         if not groups:
             return
         references = sorted(
