@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from handyshop_migration.tenancy.dsn import ConnectionSpec
+from handyshop_migration.tenancy.engine.capture import open_tenant_writes
 from handyshop_migration.tenancy.engine.catalog import Catalog, Extension
 from handyshop_migration.tenancy.engine.migrations import apply_migrations, tenant_migrations
 from handyshop_migration.tenancy.engine.verification import verify_tables
@@ -50,6 +51,8 @@ def moved(pg_server: ConnectionSpec, tmp_path_factory: pytest.TempPathFactory) -
     try:
         for shop in (1, 2):
             world.migrate(shop)
+            with world.tenant(shop).connect() as conn:  # the tenant takes the application's writes, as once live
+                open_tenant_writes(conn, world.catalog, shop, "test: the application writes here")
         yield Moved(world)
     finally:
         world.close()

@@ -87,10 +87,24 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     )
     say()
     say(summary(outcomes, names))
+    reach = tenant_reach(outcomes)
+    if reach:
+        say(f"warning: the tenant roles may connect to {', '.join(reach)} (PUBLIC's default CONNECT): a tenant role "
+            "should reach its own database only. On each: REVOKE CONNECT, TEMPORARY ON DATABASE <name> FROM PUBLIC, "
+            "then GRANT CONNECT to the roles that need it (README: \"The privilege boundary\").")
     done = sum(o.done for o in outcomes)
     say(f"{done} of {len(outcomes)} shops are through phase {args.through_phase}"
         + (f" ({sum(o.already for o in outcomes)} were already)" if any(o.already for o in outcomes) else "") + ".")
     return 0 if done == len(outcomes) else 1
+
+
+def tenant_reach(outcomes: Sequence[object]) -> list[str]:
+    """Databases other than their own that the tenant roles may connect to, as phase 1's check saw them."""
+    return sorted({
+        str(d)
+        for o in outcomes for r in o.runs for c in r.checks  # type: ignore[attr-defined]
+        if c.check == "tenant_access" for d in (c.metadata.get("tenant_roles_may_connect_to") or [])
+    })
 
 
 WAYS_BACK = {1: "rollback_shop", 2: "rollback_copy", 3: "rollback_capture", 4: "rollback_cutover", 5: "restore_retired_shop"}

@@ -75,6 +75,10 @@ PHASE: dict[State, int] = {
     State.RESTORING: 5,
 }
 
+# The shop's details key saying whether its tenant takes its writes ("open") or may still refuse them
+# ("closed"): set at the cutover's flip and after the tenant opens (see `ShopState.tenant_closed`).
+TENANT_WRITES = "tenant_writes"
+
 # States a step was interrupted in: a rerun of the same command resumes (or finishes) them.
 IN_PROGRESS = frozenset(
     {
@@ -175,6 +179,14 @@ class ShopState:
     @property
     def in_progress(self) -> bool:
         return self.state in IN_PROGRESS
+
+    @property
+    def tenant_closed(self) -> bool:
+        """Live (routed to its tenant), yet the tenant may still refuse the shop's writes: a cutover was
+        interrupted between the flip and opening the tenant, or a rollback right after closing it. Nothing
+        takes the shop's writes then; `Workflow.cut_over` on the live shop opens the tenant (the runner sends
+        such a shop there). Shops cut over before this was recorded count as open."""
+        return self.state == State.LIVE and self.details.get(TENANT_WRITES) == "closed"
 
 
 @dataclass(frozen=True)
@@ -456,6 +468,16 @@ class Lifecycle:
             )
         return _row(updated)
 
+    def record_details(self, shop_id: int, details: dict[str, Any]) -> None:
+        """Merge facts about the shop's current state into its record (no transition, no history row)."""
+        with self.control.connect() as conn, conn.transaction():
+            conn.execute(
+                sql.SQL("UPDATE {} SET details = details || %s, updated_at = now() WHERE shop_id = %s").format(
+                    control("shop_lifecycle")
+                ),
+                (Jsonb(details), shop_id),
+            )
+
     def record_error(self, shop_id: int, error: str) -> None:
         """Keep why the last step failed (shown by `status`); the state stays."""
         with self.control.connect() as conn, conn.transaction():
@@ -497,6 +519,7 @@ __all__ = [
     "IN_PROGRESS",
     "PHASE",
     "TENANT_OWNS_WRITES",
+    "TENANT_WRITES",
     "TRANSITIONS",
     "HistoryEntry",
     "Lifecycle",

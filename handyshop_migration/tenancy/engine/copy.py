@@ -7,6 +7,8 @@
   `COPY ... FROM STDIN` chunk by chunk; no row is materialised in Python, memory stays flat. BINARY
   format, except for tables whose types embed server-specific OIDs (arrays of enums, composites), which
   go as text.
+- A replay: each load runs in replica mode (`db.replaying`), so no trigger of the tenant fires — not its
+  write guard, not a trigger carried over from the application — and the rows are the source's exactly.
 - Rerunnable: per table, one tenant transaction truncates and loads (`COPY FREEZE`: no second write of
   every page for hint bits), so a rerun leaves exactly the source rows. This is only allowed while the
   tenant is not live.
@@ -32,7 +34,7 @@ from threading import Thread
 import psycopg
 from psycopg import sql
 
-from handyshop_migration.tenancy.db import one_row
+from handyshop_migration.tenancy.db import one_row, replaying
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.engine.catalog import GLOBAL_ROWS_STAY, TENANT, Catalog, Table
 from handyshop_migration.tenancy.engine.membership import columns, relation, slice_source
@@ -160,11 +162,12 @@ def _finish_copy_out(conn: psycopg.Connection) -> None:
             raise psycopg.errors.error_from_result(res, encoding=conn.info.encoding)
 
 
-def _stream(snapshot: SourceSnapshot, query: sql.Composable, params: tuple[object, ...]) -> Iterator[bytes]:
-    """Chunks of the source COPY, re-batched to ~CHUNK bytes, read on a thread of their own.
+def copy_out(conn: psycopg.Connection, query: sql.Composable, params: Sequence[object] | None = None) -> Iterator[bytes]:
+    """The one COPY-out reader: the data of `COPY (...) TO STDOUT` as chunks of ~CHUNK bytes, read on a
+    thread of its own (the copy, the retirement archive and the copy-back of tables without a key use it).
 
-    Reading and writing overlap (the tenant's COPY FROM is the bottleneck); the bounded queue keeps
-    memory flat whatever the table size.
+    Reading and writing overlap (a COPY FROM on the other side is the bottleneck); the bounded queue keeps
+    memory flat whatever the table size. `conn` is busy until the iterator is exhausted or closed.
     """
     queue: Queue[bytes | BaseException | None] = Queue(maxsize=QUEUE_DEPTH)
 
@@ -172,12 +175,12 @@ def _stream(snapshot: SourceSnapshot, query: sql.Composable, params: tuple[objec
         try:
             buf = bytearray()
             # psycopg starts the COPY (binding the parameters client-side); the rows are read below it.
-            with snapshot.conn.cursor().copy(query, params):
+            with conn.cursor().copy(query, params):
                 # The server sends one COPY message per row. Iterating the Copy runs a psycopg generator per row
                 # (~1.2 s of client CPU per million rows); on 2 cores that CPU is taken from the two backends
                 # doing the real work, and the copy took ~1.5x a psql-to-psql pipe. libpq's blocking read
                 # (it releases the GIL while it waits) costs half as much: benchmarks/copy_throughput.py.
-                pgconn = snapshot.conn.pgconn
+                pgconn = conn.pgconn
                 while True:
                     nbytes, data = pgconn.get_copy_data(0)
                     if nbytes <= 0:  # -1: the COPY is done (or failed: its result says which)
@@ -186,7 +189,7 @@ def _stream(snapshot: SourceSnapshot, query: sql.Composable, params: tuple[objec
                     if len(buf) >= CHUNK:
                         queue.put(bytes(buf))
                         buf.clear()
-                _finish_copy_out(snapshot.conn)
+                _finish_copy_out(conn)
             if buf:
                 queue.put(bytes(buf))
             queue.put(None)
@@ -214,12 +217,13 @@ def _stream(snapshot: SourceSnapshot, query: sql.Composable, params: tuple[objec
 
 
 def stream_copy(
-    snapshot: SourceSnapshot, tenant: psycopg.Connection, table: Table, shop_id: int, *, freeze: bool,
-    catalog: Catalog | None = None,
+    snapshot: SourceSnapshot | psycopg.Connection, tenant: psycopg.Connection, table: Table, shop_id: int, *,
+    freeze: bool, catalog: Catalog | None = None,
 ) -> tuple[int, int]:
-    """Pipe the shop's rows of `table` from the snapshot into the tenant table (inside the caller's
-    transaction). `freeze` needs the table created or truncated in that transaction (and is ignored for a
-    partitioned table, where COPY cannot freeze). Returns (rows, bytes)."""
+    """Pipe the shop's rows of `table` from the snapshot (or a connection holding one) into the tenant table
+    (inside the caller's transaction). `freeze` needs the table created or truncated in that transaction (and
+    is ignored for a partitioned table, where COPY cannot freeze). Returns (rows, bytes)."""
+    source = snapshot.conn if isinstance(snapshot, SourceSnapshot) else snapshot
     fmt = "binary" if table.binary_copy_safe else "text"
     query, params = _select(table, shop_id, fmt, catalog)
     freeze = freeze and not table.partitioned
@@ -232,7 +236,7 @@ def stream_copy(
     copied = 0
     with tenant.cursor() as cur:
         with cur.copy(target) as sink:
-            for chunk in _stream(snapshot, query, params):
+            for chunk in copy_out(source, query, params):
                 sink.write(chunk)
                 copied += len(chunk)
         return cur.rowcount, copied
@@ -243,15 +247,27 @@ def ensure_state_table(tenant: psycopg.Connection) -> None:
 
 
 def refuse_if_live(tenant: psycopg.Connection, shop_id: int) -> None:
-    """A live tenant (writes go to it) must never be truncated and reloaded: that would erase its writes."""
-    exists = tenant.execute("SELECT to_regclass('handyshop_migration.lifecycle') IS NOT NULL").fetchone()
-    if exists and exists[0]:
-        row = tenant.execute("SELECT live_since FROM handyshop_migration.lifecycle WHERE live_since IS NOT NULL").fetchone()
-        if row is not None:
+    """A tenant that took the shop's writes (live, or closed again for the way back and not yet copied
+    back) must never be truncated and reloaded: that would erase its writes. Read from the tenant's write
+    guard (`capture.tenant_guard_state`), the one record of whether a tenant is live."""
+    from handyshop_migration.tenancy.engine.capture.guard import tenant_guard_state  # capture imports copy
+
+    state = tenant_guard_state(tenant)
+    if state is None and tenant.execute("SELECT to_regclass('handyshop_migration.lifecycle')").fetchone() != (None,):
+        # a tenant cut over by the first version, before the write guard: its lifecycle row says it
+        legacy = tenant.execute(
+            "SELECT live_since FROM handyshop_migration.lifecycle WHERE live_since IS NOT NULL"
+        ).fetchone()
+        if legacy is not None:
             raise CopyError(
-                f"shop {shop_id}'s tenant database is live (it takes the shop's writes since {row[0]:%Y-%m-%d %H:%M:%S}); "
-                "a copy would erase them. Roll back the cutover (phase 4) first."
+                f"shop {shop_id}'s tenant database is live (since {legacy[0]:%Y-%m-%d %H:%M:%S}, recorded before "
+                "the write guard); a copy would erase its writes. Roll back the cutover (phase 4) first."
             )
+    if state is not None and state.live_since is not None:
+        raise CopyError(
+            f"shop {shop_id}'s tenant database is live (it takes the shop's writes since {state.live_since:%Y-%m-%d %H:%M:%S}); "
+            "a copy would erase them. Roll back the cutover (phase 4) first."
+        )
 
 
 def _snapshots(tenant: psycopg.Connection) -> dict[str, str]:
@@ -325,11 +341,9 @@ def copy_table(
     rebuild = estimate_rows(snapshot, tt, shop_id, schema.catalog) >= rebuild_threshold
     touching = schema.foreign_keys_touching(table)
     try:
-        with tenant.transaction():
+        with replaying(tenant):  # a bulk load: the tenant's triggers (and its write guard) do not fire
             ensure_state_table(tenant)
             refuse_if_live(tenant, shop_id)
-            if schema.has_triggers(table):
-                _replica(tenant, shop_id)
             for fk in touching:
                 tenant.execute(fk.drop.encode())
             tenant.execute(sql.SQL("TRUNCATE {}").format(relation(t)))
@@ -373,20 +387,6 @@ def copy_table(
         rebuilt_indexes=rebuild,
         foreign_keys_pending=tuple(pending),
     )
-
-
-def _replica(tenant: psycopg.Connection, shop_id: int) -> None:
-    """The load is a faithful image of the source: the tenant's own triggers (a `last_update` stamp, a counter)
-    must not fire on it. Ordinary triggers do not fire in a replica-mode session; for this transaction only."""
-    try:
-        with tenant.transaction():
-            tenant.execute("SET LOCAL session_replication_role = replica")
-    except psycopg.errors.InsufficientPrivilege:
-        raise CopyError(
-            f"shop {shop_id}: the copy must run with session_replication_role = replica so that the tenant's "
-            f"triggers do not fire on copied rows, and role {tenant.info.user} may not set it; "
-            f"GRANT SET ON PARAMETER session_replication_role TO {tenant.info.user} (PostgreSQL 15+)."
-        ) from None
 
 
 def refresh_materialized_views(tenant: psycopg.Connection, schema: TenantSchema, shop_id: int) -> tuple[str, ...]:
@@ -436,7 +436,7 @@ def copy_shop(
 def empty_tenant(tenant_admin: ConnectionSpec, schema: TenantSchema, shop_id: int) -> int:
     """The way back from phase 2: every tenant table emptied in one transaction (refused while live).
     Returns the number of rows removed."""
-    with tenant_admin.connect() as tenant, tenant.transaction():
+    with tenant_admin.connect() as tenant, replaying(tenant):
         ensure_state_table(tenant)
         refuse_if_live(tenant, shop_id)
         removed = 0

@@ -117,6 +117,48 @@ def owner_expression(catalog: Catalog, table: Table, alias: str = "t") -> tuple[
     return joins, sql.SQL("{}.{}").format(sql.Identifier(end_alias), sql.Identifier(end.tenant_column))
 
 
+def owner_lookup(catalog: Catalog, table: Table, row: str) -> sql.Composable:
+    """For a trigger on an implied table: the scalar subquery giving the tenant that `row` (NEW or OLD)
+    belongs to through its path (NULL: none)."""
+    first = table.path[0]
+    joins, end, end_alias = _join_path(catalog, table.path[1:], "h_1") if len(table.path) > 1 else ([], None, "h_1")
+    end = end or catalog.table(first.ref_table)
+    where = sql.SQL(" AND ").join(
+        sql.SQL("h_1.{} = {}.{}").format(sql.Identifier(r), sql.SQL(row), sql.Identifier(c))
+        for c, r in zip(first.columns, first.ref_columns, strict=True)
+    )
+    return sql.SQL("(SELECT {}.{}::bigint FROM {} h_1 {} WHERE {})").format(
+        sql.Identifier(end_alias), sql.Identifier(end.tenant_column), relation(catalog.table(first.ref_table)),
+        sql.SQL(" ").join(joins), where,
+    )
+
+
+def children_through(catalog: Catalog, parent: Table) -> list[tuple[Table, int]]:
+    """Implied tables whose path passes through `parent`, with the hop that reaches it: their rows move
+    with a row of `parent` (a parent changing its tenant takes its children along)."""
+    out = []
+    for t in catalog.of_role(IMPLIED):
+        for i, hop in enumerate(t.path):
+            if hop.ref_table == parent.name:
+                out.append((t, i))
+                break
+    return out
+
+
+def child_keys_query(catalog: Catalog, child: Table, hop: int, parent: Table) -> sql.Composable:
+    """Keys (as jsonb) of `child` rows reaching the `parent` rows whose keys are given as a jsonb array
+    (parameter 1), through the first `hop + 1` hops of the child's path."""
+    joins, _, end_alias = _join_path(catalog, child.path[: hop + 1], "t")
+    key = sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
+        sql.SQL("{}, t.{}").format(sql.Literal(c), sql.Identifier(c)) for c in child.key_columns))
+    on = sql.SQL(" AND ").join(sql.SQL("{}.{} = k.{}").format(sql.Identifier(end_alias), sql.Identifier(c),
+                                                               sql.Identifier(c)) for c in parent.key_columns)
+    return sql.SQL(
+        "SELECT DISTINCT {key} FROM {rel} t {joins} JOIN jsonb_populate_recordset(NULL::{p}, %s::jsonb) k ON {on}"
+    ).format(key=key, rel=relation(child), joins=sql.SQL(" ").join(joins),
+             p=sql.Identifier(parent.schema, parent.name), on=on)
+
+
 # -- phase 0: rows whose path leads nowhere, or to two tenants -------------------------------------------
 
 
@@ -174,6 +216,9 @@ def findings(conn: psycopg.Connection, catalog: Catalog, tenants: Sequence[int] 
 
 __all__ = [
     "MembershipFinding",
+    "child_keys_query",
+    "children_through",
+    "owner_lookup",
     "columns",
     "findings",
     "owned_source",

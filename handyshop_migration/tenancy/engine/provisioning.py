@@ -317,7 +317,7 @@ class Provisioner:
         comment = self._comment(kind, name)
         if comment is None:
             return False
-        if comment != expected:
+        if comment != expected and not (kind == "database" and self._ours_unmarked(name, shop_id)):
             owner = ""
             if kind == "database":
                 row = self._admin().execute(
@@ -331,6 +331,28 @@ class Provisioner:
                 "HANDYSHOP_TENANT_OWNER_ROLE)."
             )
         return True
+
+    def _ours_unmarked(self, database: str, shop_id: int) -> bool:
+        """A database of ours whose marker is missing or changed: owned by the shop's application role (which
+        carries our marker), and named by the shop's registry entry. `CREATE DATABASE` and its `COMMENT` are
+        two statements, so a run killed between them leaves exactly that; and the application role owns its
+        database, so it may rewrite the comment. Nobody else can make a database owned by our role."""
+        role = self.naming.role_name(shop_id)
+        row = self._admin().execute(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
+        if row is None or row[0] != role or self._comment("role", role) != marker("application role", shop_id):
+            return False
+        entry = self.registry.find(shop_id)
+        return entry is not None and entry.database == database and entry.role == role
+
+    def refuse_foreign(self, shop_id: int) -> None:
+        """Refuse (ProvisioningError, nothing changed anywhere) if the shop's database or roles exist and are
+        not ours: before anything is recorded for the shop."""
+        self._check_shop_id(shop_id)
+        self._refuse_foreign("database", self.naming.database_name(shop_id), shop_id, marker("tenant database", shop_id))
+        self._refuse_foreign("role", self.naming.role_name(shop_id), shop_id, marker("application role", shop_id))
+        self._refuse_foreign("role", self.naming.owner_name(shop_id), shop_id, marker("owner role", shop_id))
 
     def provision(self, shop_id: int) -> ProvisionResult:
         self._check_shop_id(shop_id)

@@ -150,10 +150,6 @@ class TenantSchema:
             return ""
         return ";\n".join(self._header() + list(statements)) + ";\n"
 
-    def has_triggers(self, table: str) -> bool:
-        """Whether the tenant schema gives `table` triggers of the source (then a load runs in replica mode)."""
-        return table in self.triggered_tables
-
     def refresh_targets(self, shop_id: int) -> tuple[str, ...]:
         """Materialized views to refresh in `shop_id`'s database after its rows are in."""
         return self.materialized_views + self.shop_materialized_views.get(shop_id, ())

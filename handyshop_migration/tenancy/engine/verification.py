@@ -62,6 +62,15 @@ class TableVerification:
         return f"{self.table}: source {self.source} but tenant {self.tenant}"
 
 
+def row_hash(table: Table, columns: tuple[str, ...] | None = None, alias: str | None = None) -> sql.Composable:
+    """The 64-bit hash of one row (see the module doc); `alias` qualifies the columns (for joins)."""
+    cols = columns or table.copy_columns
+    ref = (lambda c: sql.Identifier(alias, c)) if alias else sql.Identifier
+    row = sql.SQL("ROW({})").format(sql.SQL(", ").join(ref(c) for c in cols))
+    by_record = all(c == table.tenant_column or table.column(c).hashable for c in cols)
+    return (sql.SQL("hash_record_extended({}, 0)") if by_record else sql.SQL("hashtextextended({}::text, 0)")).format(row)
+
+
 def checksum_query(
     table: Table, shop_id: int | None, columns: tuple[str, ...] | None = None, catalog: Catalog | None = None,
     *, owned: bool = False,
@@ -69,12 +78,6 @@ def checksum_query(
     """The query for one side: the shared database with `shop_id` (the rows the shop's tenant holds, see
     `membership.slice_source`; with `owned`, the rows that belong to the shop), a tenant database without.
     `columns` defaults to the copied columns (the retirement archive adds the tenant column)."""
-    cols = columns or table.copy_columns
-    row = sql.SQL("ROW({})").format(membership.columns("t", cols))
-    by_record = all(c == table.tenant_column or table.column(c).hashable for c in cols)
-    row_hash = (
-        sql.SQL("hash_record_extended({}, 0)") if by_record else sql.SQL("hashtextextended({}::text, 0)")
-    ).format(row)
     if shop_id is None:
         source: sql.Composable = sql.SQL("FROM {} t").format(membership.relation(table))
         params: tuple[object, ...] = ()
@@ -85,7 +88,7 @@ def checksum_query(
                 raise CopyError(f"{table.name} is a {table.role} table: its slice is read with the catalog; pass it.")
         pick = membership.owned_source if owned else membership.slice_source
         source, params = pick(catalog, table, shop_id)
-    return sql.SQL("SELECT count(*), coalesce(sum({}), 0)::text {}").format(row_hash, source), params
+    return sql.SQL("SELECT count(*), coalesce(sum({}), 0)::text {}").format(row_hash(table, columns, "t"), source), params
 
 
 def table_checksum(
