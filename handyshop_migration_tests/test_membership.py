@@ -24,6 +24,7 @@ from handyshop_migration.tenancy.engine.catalog import (
 )
 from handyshop_migration.tenancy.engine.retirement import archive_shop, restore_shop, retire_shop
 from handyshop_migration.tenancy.engine.validation import validate_source
+from handyshop_migration.tenancy.engine.verification import verify_tables
 from handyshop_migration.tenancy.errors import CatalogError, CopyError, RetirementRefused
 from handyshop_migration_tests.plugins.worlds import World
 from handyshop_migration_tests.support.schemas import store
@@ -251,3 +252,55 @@ def test_handyshop_tenants_hold_the_global_catalog_and_templates_next_to_their_o
         with world.admin_on(shop).connect() as t:
             assert _rows(t, "SELECT b.id FROM user_models m JOIN user_brands b ON b.id = m.brand_id WHERE m.id = %s",
                          (model,)) == [(globals_[1682]["user_brands"][0],)]
+
+
+def _one(conn: psycopg.Connection, query: str, *params: object) -> int:
+    return conn.execute(query, params).fetchone()[0]  # type: ignore[index]
+
+
+def test_phase3_carries_new_moved_and_reparented_children_and_reference_changes(
+    make_world: Callable[..., World],
+) -> None:
+    world = _store_world(make_world)
+    _fix_ambiguous_rental(world)
+    for shop in (1, 2):
+        world.migrate(shop)  # capture starts before the copy's snapshot
+    with world.source.connect() as src:
+        inv1 = _one(src, "SELECT min(inventory_id) FROM inventory WHERE store_id = 1")
+        inv2 = _one(src, "SELECT min(inventory_id) FROM inventory WHERE store_id = 2")
+        cust2 = _one(src, "SELECT min(customer_id) FROM customer WHERE store_id = 2")
+        staff2 = _one(src, "SELECT min(staff_id) FROM staff WHERE store_id = 2")
+        new = _one(src, "INSERT INTO rental (rental_date, inventory_id, customer_id, staff_id) VALUES "
+                        "('2025-05-02 11:00', %s, 1, 1) RETURNING rental_id", inv1)
+        moved = _one(src, "SELECT min(r.rental_id) FROM rental r JOIN inventory i USING (inventory_id) "
+                          "WHERE i.store_id = 1 AND r.rental_id <> %s AND NOT EXISTS "
+                          "(SELECT 1 FROM payment p WHERE p.rental_id = r.rental_id)", new)
+        src.execute("UPDATE rental SET inventory_id = %s, customer_id = %s, staff_id = %s WHERE rental_id = %s",
+                    (inv2, cust2, staff2, moved))
+        # an inventory item changes store: its rentals and their payments go with it
+        item = _one(src, "SELECT min(i.inventory_id) FROM inventory i JOIN rental r USING (inventory_id) "
+                         "JOIN payment p USING (rental_id) WHERE i.store_id = 1 AND i.inventory_id <> %s", inv1)
+        src.execute("UPDATE inventory SET store_id = 2 WHERE inventory_id = %s", (item,))
+        carried = _ids(src, "SELECT rental_id FROM rental WHERE inventory_id = %s ORDER BY 1", item)
+        paid = _ids(src, "SELECT p.payment_id FROM payment p JOIN rental r USING (rental_id) "
+                         "WHERE r.inventory_id = %s ORDER BY 1", item)
+        # reference rows: a film renamed, a language added
+        src.execute("UPDATE film SET title = 'ACADEMY DINOSAUR (Director''s Cut)' WHERE film_id = 1")
+        src.execute("INSERT INTO language (name) VALUES ('Klingon')")
+        src.commit()
+    for shop in (1, 2):
+        result = world.workflow.sync(shop)
+        assert result.changes > 0
+    with world.source.connect() as src, world.admin_on(1).connect() as t1, world.admin_on(2).connect() as t2:
+        assert _ids(t1, "SELECT rental_id FROM rental WHERE rental_id = %s", new) == [new]
+        assert _ids(t1, "SELECT rental_id FROM rental WHERE rental_id = %s", moved) == []
+        assert _ids(t2, "SELECT rental_id FROM rental WHERE rental_id = %s", moved) == [moved]
+        assert _ids(t1, "SELECT rental_id FROM rental WHERE rental_id = ANY(%s)", carried) == []
+        assert _ids(t2, "SELECT rental_id FROM rental WHERE rental_id = ANY(%s) ORDER BY 1", carried) == carried
+        assert _ids(t1, "SELECT payment_id FROM payment WHERE payment_id = ANY(%s)", paid) == []
+        assert _ids(t2, "SELECT payment_id FROM payment WHERE payment_id = ANY(%s) ORDER BY 1", paid) == paid
+        for t in (t1, t2):
+            assert _whole(t, "film") == _whole(src, "film") and _whole(t, "language") == _whole(src, "language")
+        for shop, t in ((1, t1), (2, t2)):
+            bad = [v.describe() for v in verify_tables(src, t, world.catalog, shop) if not v.ok]
+            assert bad == [], bad

@@ -85,7 +85,8 @@ def _source(catalog: Catalog, table: Table, shop_id: int, alias: str, *, owned: 
             ) -> tuple[sql.Composable, tuple[object, ...]]:
     base = sql.SQL("FROM {} {}").format(relation(table), sql.Identifier(alias))
     if table.role == REFERENCE:
-        return (sql.SQL("{} WHERE false").format(base), ()) if owned else (base, ())
+        # always a WHERE clause: callers may append `AND …`
+        return sql.SQL("{} WHERE {}").format(base, sql.SQL("false" if owned else "true")), ()
     if table.role == TENANT:
         cond, params = _tenant_condition(catalog, table, alias, shop_id, owned=owned)
         return sql.SQL("{} WHERE {}").format(base, cond), params
