@@ -304,3 +304,57 @@ def test_phase3_carries_new_moved_and_reparented_children_and_reference_changes(
         for shop, t in ((1, t1), (2, t2)):
             bad = [v.describe() for v in verify_tables(src, t, world.catalog, shop) if not v.ok]
             assert bad == [], bad
+
+
+def test_handyshop_after_phase5_a_shop_lists_the_global_catalog_and_its_own_entries(
+    make_world: Callable[..., World],
+) -> None:
+    world, shop, model = _handyshop_with_a_model_under_a_global_brand(make_world)
+    flow = world.workflow
+    flow.provision(shop)
+    assert flow.copy(shop).verified
+    flow.sync(shop)
+    assert flow.cut_over(shop).state == "live"
+    retired = flow.retire(shop, confirm=True)
+    assert retired.deleted["user_models"] > 0
+    globals_ = world.report.global_rows
+    with world.source.connect() as src:
+        # the shop's own rows left the shared database; the global rows stayed there
+        assert _one(src, "SELECT count(*) FROM user_models WHERE shop_id = %s", shop) == 0
+        for table, ids in globals_[1682].items():
+            assert len(_ids(src, f"SELECT id FROM {table} WHERE id = ANY(%s)", ids)) == len(ids)  # noqa: S608
+    with world.app(shop).connect() as t:  # as the application sees its own database
+        for table in ("device_types", "user_brands", "user_models"):
+            listed = set(_ids(t, f"SELECT id FROM {table}"))  # noqa: S608 - test names
+            assert set(globals_[1682][table]) <= listed
+            assert listed - set(globals_[1682][table])  # and its own entries
+        assert set(globals_[0]["email_templates"]) <= set(_ids(t, "SELECT id FROM email_templates"))
+        brand = globals_[1682]["user_brands"][0]
+        assert _rows(t, "SELECT b.id, b.name IS NOT NULL FROM user_models m JOIN user_brands b ON b.id = m.brand_id "
+                        "WHERE m.id = %s", (model,)) == [(brand, True)]
+        # every model whose brand is set resolves to a brand in the shop's own database
+        assert _one(t, "SELECT count(*) FROM user_models m LEFT JOIN user_brands b ON b.id = m.brand_id "
+                       "WHERE m.brand_id IS NOT NULL AND b.id IS NULL") == 0
+
+
+def test_store_cutover_and_rollback_carry_implied_rows(make_world: Callable[..., World]) -> None:
+    world = _store_world(make_world)
+    _fix_ambiguous_rental(world)
+    flow = world.workflow
+    flow.provision(1)
+    assert flow.copy(1).verified
+    flow.sync(1)
+    report = flow.cut_over(1)
+    assert report.state == "live"
+    assert {v.table for v in report.verification} >= {"rental", "payment", "film"}
+    # the store rents out an item in its own database, as the application
+    with world.app(1).connect() as t:
+        inv = _one(t, "SELECT min(inventory_id) FROM inventory")
+        rental = _one(t, "INSERT INTO rental (rental_date, inventory_id, customer_id, staff_id) VALUES "
+                         "('2025-05-04 12:00', %s, 1, 1) RETURNING rental_id", inv)
+        t.commit()
+    back = flow.roll_back_cutover(1)
+    assert back.state != "live"
+    with world.source.connect() as src:
+        assert _rows(src, "SELECT inventory_id FROM rental WHERE rental_id = %s", (rental,)) == [(inv,)]
+        assert rental in _ids(src, RENTALS_OF, 1)

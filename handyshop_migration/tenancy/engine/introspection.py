@@ -395,7 +395,7 @@ def introspect(
                     reason = "the users table"
                 elif t in tables_with_column or t in excluded:
                     reason = "excluded"
-                elif t in not_reference or reference is not None:
+                elif t in not_reference:
                     reason = "not declared reference"
                 else:
                     reason = f"no {tenant_column} column, no foreign-key path to a tenant table, not referenced"
