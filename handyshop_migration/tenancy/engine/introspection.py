@@ -393,7 +393,7 @@ def introspect(
                     reason = "the tenants table"
                 elif users is not None and t == users.table:
                     reason = "the users table"
-                elif t in tables_with_column or t in excluded:
+                elif t in tables_with_column:
                     reason = "excluded"
                 elif t in not_reference:
                     reason = "not declared reference"
