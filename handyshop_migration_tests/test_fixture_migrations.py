@@ -223,9 +223,10 @@ def test_views_return_the_tenants_rows(moved: Moved) -> None:
         left = {f.object for f in moved.catalog.findings if f.action == "left out"}
         assert "view sales_by_store" in left
         with moved.source.connect() as src, moved.tenant(1) as t:
-            for view in ("film_list", "actor_info"):
-                query = f"SELECT * FROM {view} ORDER BY 1, 2".encode()  # noqa: S608 - fixture names
-                assert t.execute(query).fetchall() == src.execute(query).fetchall(), view
+            # (their group_concat lists have no order of their own: compared without them)
+            for query in (b"SELECT fid, title, category, price, length, rating FROM film_list ORDER BY 1",
+                          b"SELECT actor_id, first_name, last_name FROM actor_info ORDER BY 1"):
+                assert t.execute(query).fetchall() == src.execute(query).fetchall(), query
             assert t.execute("SELECT count(*) FROM customer_list").fetchone()[0] == src.execute(  # type: ignore[index]
                 "SELECT count(*) FROM customer WHERE store_id = 1").fetchone()[0]  # type: ignore[index]
         return
