@@ -38,12 +38,15 @@ def test_demo_runs_every_phase_and_prints_the_verification_table(tmp_path: Path)
     out = result.stdout
     assert re.search(
         r"^shop\s+name\s+tables\s+rows\s+gates passed\s+gates failed\s+verified\s+state\s+writes during migration"
-        r"\s+found where it lives$", out, re.M,
+        r"\s+found where it lives\s+global rows received$", out, re.M,
     )
-    total = re.search(r"^all\s+95\s+\d+\s+195\s+0\s+5/5\s+(\d+)\s+(\d+)/(\d+)$", out, re.M)
+    total = re.search(r"^all\s+95\s+\d+\s+195\s+0\s+5/5\s+(\d+)\s+(\d+)/(\d+)\s+(\d+)$", out, re.M)
     assert total, out
-    made, found, rows = map(int, total.groups())
+    made, found, rows, received = map(int, total.groups())
     assert made >= 200 and found == rows > 0  # every row the application wrote is in a tenant, as it left it
+    # each shop's own database holds the global device catalog (shop 1682) and the system templates (shop 0)
+    assert received == 5 * (5 + 12 + 40 + 5)
+    assert len(re.findall(r"email_templates 5, device_types 5, user_brands 12, user_models 40$", out, re.M)) == 5, out
     assert len(re.findall(r"^\d\s.*\s19\s+\d+\s+39\s+0\s+yes\s+retired\s", out, re.M)) == 5
     assert "errors: none" in out and "all gates passed." in out
     assert "Traceback" not in result.stderr
@@ -55,8 +58,9 @@ def test_demo_with_a_cross_shop_reference_fails_and_names_the_rows(tmp_path: Pat
     assert result.returncode == 1, result.stdout + result.stderr
     assert re.search(r"repairs\.id=\d+ \(shop 2\) -> customers\.id=\d+ \(shop 1\)", result.stdout), result.stdout
     # the unaffected shop goes all the way; the two named shops stay on the shared database
-    assert re.search(r"^3\s.*\s19\s+\d+\s+39\s+0\s+yes\s+verified$", result.stdout, re.M), result.stdout
-    assert re.search(r"^1\s.*\s0\s+0\s+0\s+1\s+NO\s+registered$", result.stdout, re.M), result.stdout
+    assert re.search(r"^3\s.*\s19\s+\d+\s+39\s+0\s+yes\s+verified\s+email_templates 5,", result.stdout, re.M), \
+        result.stdout
+    assert re.search(r"^1\s.*\s0\s+0\s+0\s+1\s+NO\s+registered\s+-$", result.stdout, re.M), result.stdout
     assert "some gates FAILED" in result.stdout
 
 

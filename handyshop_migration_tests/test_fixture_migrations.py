@@ -89,6 +89,11 @@ def moved(
     source = create_database(pg_server, f"t_fx_{name}")
     with source.connect() as conn:
         fixture.create(conn)
+        if name == "store":
+            # what the operator does about phase 0's implied_rows error: rental 9001's inventory is store 1's,
+            # its customer store 2's; the customer is corrected (the payment without any parent stays behind)
+            conn.execute("UPDATE rental SET customer_id = 1 WHERE rental_id = 9001")
+            conn.commit()
     out = tmp_path_factory.mktemp(name) / "catalog.json"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -212,10 +217,18 @@ def test_views_return_the_tenants_rows(moved: Moved) -> None:
     }
     name = moved.fixture.INFO.name
     if name not in checks:
-        # the store's views read its catalogue, geography and rentals, which stay shared (next issue): reported
-        assert {f.object for f in moved.catalog.findings if f.action == "left out"} >= {
-            f"view {v}" for v in moved.fixture.INFO.views
-        }
+        # the store's views read its catalogue, geography and rentals (reference and implied tables, in every
+        # store's database); only the one reading the tenants table is left out, and the one naming store 1 is
+        # store 1's
+        left = {f.object for f in moved.catalog.findings if f.action == "left out"}
+        assert "view sales_by_store" in left
+        with moved.source.connect() as src, moved.tenant(1) as t:
+            # (their group_concat lists have no order of their own: compared without them)
+            for query in (b"SELECT fid, title, category, price, length, rating FROM film_list ORDER BY 1",
+                          b"SELECT actor_id, first_name, last_name FROM actor_info ORDER BY 1"):
+                assert t.execute(query).fetchall() == src.execute(query).fetchall(), query
+            assert t.execute("SELECT count(*) FROM customer_list").fetchone()[0] == src.execute(  # type: ignore[index]
+                "SELECT count(*) FROM customer WHERE store_id = 1").fetchone()[0]  # type: ignore[index]
         return
     view, columns, order = checks[name]
     with moved.source.connect() as src:

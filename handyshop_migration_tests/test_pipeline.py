@@ -39,12 +39,14 @@ def stack(pg_server: ConnectionSpec, tmp_path_factory: pytest.TempPathFactory) -
 def _rows(spec: ConnectionSpec, table: str, shop: int | None) -> list[tuple]:
     cat = load_catalog()
     t = cat.table(table)
-    where = sql.SQL("WHERE shop_id = %s") if shop is not None else sql.SQL("")
+    # a tenant holds the shop's rows, and the global rows of tables the catalog copies into every tenant
+    ids = [shop, *(cat.global_tenant_ids if t.global_rows == "every_tenant" else ())]
+    where = sql.SQL("WHERE shop_id = ANY(%s)") if shop is not None else sql.SQL("")
     query = sql.SQL("SELECT {} FROM {} {} ORDER BY 1").format(
         sql.SQL(", ").join(map(sql.Identifier, t.copy_columns)), sql.Identifier(table), where
     )
     with spec.connect() as conn:
-        return conn.execute(query, (shop,) if shop is not None else ()).fetchall()
+        return conn.execute(query, (ids,) if shop is not None else ()).fetchall()
 
 
 def _check_results(stack: Stack, shop: int) -> dict[str, bool]:
@@ -97,7 +99,10 @@ def test_two_shops_through_dagster_equal_their_source_slices(stack: Stack) -> No
     materialized = stack.instance.get_materialized_partitions(SHOP_VERIFIED)
     assert {str(s) for s in shops} <= materialized
     record = stack.lifecycle().get(shops[0])
-    assert record.state.value == "verified" and record.details["rows"] == sum(stack.report.shop_rows[shops[0]].values())
+    copied_globals = sum(len(ids) for g in stack.report.global_rows.values() for t, ids in g.items()
+                         if load_catalog().table(t).global_rows == "every_tenant")  # copied into every tenant
+    assert record.state.value == "verified"
+    assert record.details["rows"] == sum(stack.report.shop_rows[shops[0]].values()) + copied_globals
 
 
 def test_tampering_fails_only_that_tables_checks_and_blocks_verification(stack: Stack) -> None:

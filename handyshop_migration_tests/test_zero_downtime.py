@@ -164,7 +164,7 @@ def _checksums(spec: ConnectionSpec, catalog: Catalog, shops: list[int | None]) 
                         sql.SQL(", ").join(map(sql.Identifier, cols)), sql.Identifier(t.name), sql.Identifier(t.tenant_column))
                     out[(t.name, None)] = conn.execute(q).fetchone()
                 else:
-                    out[(t.name, shop)] = table_checksum(conn, t, shop, cols)
+                    out[(t.name, shop)] = table_checksum(conn, t, shop, cols, catalog, owned=True)  # the shop's own
     return out
 
 

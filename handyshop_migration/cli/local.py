@@ -57,7 +57,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             thread.join()
             writes = _check_writes(app, stack, outcomes)
         say()
-        say(summary(outcomes, shop_names(source), writes))
+        say(summary(outcomes, shop_names(source), writes, _received(source, outcomes)))
         all_found = writes is None or all(w.found == w.rows for w in writes.values())
         ok = (
             phase0_ok
@@ -83,6 +83,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if app is not None:
             app.close()
         stack.stop()
+
+
+def _received(source: Any, outcomes: Sequence[Any]) -> dict[int, dict[str, int]]:
+    """The global rows (device catalog, system templates) each shop's own database received."""
+    import os
+
+    from handyshop_migration import settings
+    from handyshop_migration.cli.runs import global_rows_received
+    from handyshop_migration.tenancy.application.encryption import CredentialCipher
+    from handyshop_migration.tenancy.application.registry import ConnectionRegistry
+    from handyshop_migration.tenancy.engine.catalog import load_catalog
+
+    catalog = load_catalog(os.environ.get(settings.CATALOG) or None)
+    with ConnectionRegistry(source, CredentialCipher.from_env()) as registry:
+        return global_rows_received(source, registry, catalog, [o.shop_id for o in outcomes])
 
 
 def _start_app(source: Any, shops: Sequence[int], seed: int) -> tuple[Any, Any, Any]:

@@ -79,6 +79,17 @@ def _inspect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tenants-name", default=None, help="its display-name column (default: 'name' if it has one)")
     p.add_argument("--users-table", default=None,
                    help="the application's users, for phase 0's owner checks (default: none, checks skipped)")
+    p.add_argument("--path", action="append", default=[], metavar="TABLE=COLUMNS",
+                   help="an implied table's first foreign-key hop where it has several (e.g. rental=customer_id); "
+                   "the rest follows the parent's path. Repeatable.")
+    p.add_argument("--reference", default=None, metavar="TABLES",
+                   help="exactly these reference tables (comma-separated); default: found by foreign keys and views")
+    p.add_argument("--not-reference", default="", metavar="TABLES",
+                   help="tables inspect would declare reference that stay shared (comma-separated)")
+    p.add_argument("--global-rows", action="append", default=[], metavar="TABLE=POLICY",
+                   help="a tenant table's rows under the global tenant ids: stay (default) or every_tenant. Repeatable.")
+    p.add_argument("--global-ids", default=None, metavar="IDS",
+                   help="tenant-column values that mark global rows (comma-separated; default 0,1682)")
 
 
 def _seed(p: argparse.ArgumentParser) -> None:

@@ -51,10 +51,13 @@ def shop_line(o: Any) -> str:
     )
 
 
-def summary(outcomes: Sequence[Any], names: dict[int, str], writes: dict[int, Any] | None = None) -> str:
+def summary(outcomes: Sequence[Any], names: dict[int, str], writes: dict[int, Any] | None = None,
+            received: dict[int, dict[str, int]] | None = None) -> str:
     headers = ["shop", "name", "tables", "rows", "gates passed", "gates failed", "verified", "state"]
     if writes is not None:
         headers += ["writes during migration", "found where it lives"]
+    if received is not None:
+        headers += ["global rows received"]
     rows = []
     for o in outcomes:
         row: list[object] = [o.shop_id, names.get(o.shop_id, "")[:28], o.tables, o.rows, o.gates_passed,
@@ -62,6 +65,9 @@ def summary(outcomes: Sequence[Any], names: dict[int, str], writes: dict[int, An
         if writes is not None:
             w = writes.get(o.shop_id)
             row += [w.made if w else 0, f"{w.found}/{w.rows}" if w else "-"]
+        if received is not None:
+            got = received.get(o.shop_id)
+            row += [", ".join(f"{t} {n}" for t, n in got.items()) if got else "-"]
         rows.append(row)
     total: list[object] = ["all", "", sum(o.tables for o in outcomes), sum(o.rows for o in outcomes),
                            sum(o.gates_passed for o in outcomes), sum(o.gates_failed for o in outcomes),
@@ -69,7 +75,35 @@ def summary(outcomes: Sequence[Any], names: dict[int, str], writes: dict[int, An
     if writes is not None:
         total += [sum(w.made for w in writes.values()),
                   f"{sum(w.found for w in writes.values())}/{sum(w.rows for w in writes.values())}"]
+    if received is not None:
+        total += [sum(n for got in received.values() for n in got.values())]
     return table(headers, [*rows, total])
+
+
+def global_rows_received(source: Any, registry: Any, catalog: Any, shops: Sequence[int]) -> dict[int, dict[str, int]]:
+    """Per shop that has a tenant database: how many of the global rows (the catalog's global tenant ids, of
+    the tables whose global_rows is every_tenant) its database holds, per table."""
+    from psycopg import sql
+
+    tables = [t for t in catalog.tenant_tables if t.global_rows == "every_tenant" and len(t.key_columns) == 1]
+    ids: dict[str, list[object]] = {}
+    with source.connect() as conn:
+        for t in tables:
+            ids[t.name] = [r[0] for r in conn.execute(
+                sql.SQL("SELECT {} FROM {} WHERE {} = ANY(%s)").format(
+                    sql.Identifier(t.key_columns[0]), sql.Identifier(t.schema, t.name), sql.Identifier(t.tenant_column)),
+                (list(catalog.global_tenant_ids),)).fetchall()]
+    out: dict[int, dict[str, int]] = {}
+    for shop in shops:
+        if not tables or registry.find(shop) is None:
+            continue
+        with registry.get(shop).owner_spec().connect() as tconn:
+            out[shop] = {
+                t.name: int(tconn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {} = ANY(%s)").format(
+                    sql.Identifier(t.schema, t.name), sql.Identifier(t.key_columns[0])), (ids[t.name],)).fetchone()[0])
+                for t in tables
+            }
+    return out
 
 
 def shop_names(source: Any, catalog: Any = None) -> dict[int, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 from handyshop_migration import settings
 from handyshop_migration.cli.environment import say
@@ -21,6 +22,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     spec = ConnectionSpec.from_url(url, name="--source-url")
     include = [t for t in args.tables.split(",") if t] if args.tables else None
     exclude = [t for t in args.exclude.split(",") if t]
+    membership: dict[str, object] = {
+        "paths": _pairs(args.path, "--path", lambda v: [c for c in v.split(",") if c]),
+        "reference": [t for t in args.reference.split(",") if t] if args.reference is not None else None,
+        "not_reference": [t for t in args.not_reference.split(",") if t],
+        "global_rows": _pairs(args.global_rows, "--global-rows", str),
+    }
+    if args.global_ids is not None:
+        try:
+            membership["global_ids"] = tuple(int(v) for v in args.global_ids.split(",") if v)
+        except ValueError:
+            raise ConfigurationError(f"--global-ids {args.global_ids!r} is not a comma-separated list of ids.") from None
     catalog = introspect(
         spec,
         tenant_column=args.tenant_column,
@@ -31,16 +43,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         tenants_key=args.tenants_key,
         tenants_name=args.tenants_name,
         users_table=args.users_table,
+        **membership,  # type: ignore[arg-type]
     )
     out = Path(args.output)
     catalog.save(out)
     tenants = catalog.require_tenants()
-    say(f"wrote {out}: {len(catalog.tables)} tenant tables (tenant column {catalog.tenant_column!r}), "
+    say(f"wrote {out}: {len(catalog.tenant_tables)} tenant, {len(catalog.of_role('implied'))} implied and "
+        f"{len(catalog.of_role('reference'))} reference tables (tenant column {catalog.tenant_column!r}), "
         f"checksum {catalog.checksum[:12]}…")
     say(f"  tenants: {tenants.schema}.{tenants.table} (key {tenants.key}"
         + (f", name {tenants.name})" if tenants.name else ", no name column)")
         + (f"; users: {catalog.users.table}" if catalog.users else "; no users table: owner checks skipped"))
     say("  tables, parents first: " + ", ".join(catalog.table_names))
+    for name, role in catalog.membership.items():
+        if not role.startswith("tenant (global rows: stay)") and not role.startswith("shared"):
+            say(f"  {name}: {role}")
     say("  stays shared: " + (", ".join(f"{s.name} ({s.reason})" for s in catalog.shared_tables) or "-"))
     kinds: dict[str, int] = {}
     for o in catalog.objects:
@@ -53,6 +70,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         say(f"  {f.action}: {f.object} — {f.reason}")
     say(f"use it: {settings.CATALOG}={out} (the definitions then build one asset per table)")
     return 0
+
+
+def _pairs(values: list[str], flag: str, convert: Any) -> dict[str, Any]:
+    out = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            raise ConfigurationError(f"{flag} {value!r}: give TABLE=VALUE (e.g. {flag} rental=customer_id).")
+        out[name] = convert(rest)
+    return out
 
 
 def cmd_seed(args: argparse.Namespace) -> int:

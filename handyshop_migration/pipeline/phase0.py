@@ -25,7 +25,10 @@ VALIDATION_CHECKS = {
     "shops_without_owner": "Shops whose owner user is missing: they migrate, but their app login is broken.",
     "users_without_shop": "Users without shop_id (superadmins excepted).",
     "null_shop_rows": "Tenant rows with shop_id NULL: no tenant receives them; they stay in the shared database.",
-    "global_rows": "Rows under known global shop ids (0, 1682): global data, left in the shared database.",
+    "global_rows": "Rows under known global shop ids (0, 1682): global data, left in the shared database or copied "
+    "into every tenant, as the catalog's global_rows says per table.",
+    "implied_rows": "Rows of tables without the tenant column whose foreign-key path leads to no shop (they stay "
+    "behind) or whose paths lead to two shops (the catalog's path decides), with their keys.",
     "orphan_shop_rows": "Rows under a shop id that has no shops row and is not global: nobody would receive them.",
     "cross_shop_references": "Rows whose foreign-key parent belongs to another shop: the copy would break them.",
     "missing_tables": "Tables the catalog expects but the source lacks.",

@@ -591,7 +591,8 @@ class Workflow:
 
     def _shop_rows(self, shop_id: int) -> int:
         with self.source.connect() as conn:
-            return sum(table_checksum(conn, t, shop_id).rows for t in self.catalog.tables)
+            return sum(table_checksum(conn, t, shop_id, catalog=self.catalog, owned=True).rows
+                       for t in self.catalog.owned_tables)
 
     def restore(self, shop_id: int) -> dict[str, int]:
         """The way back from phase 5: the archive goes back into the shared database, checked byte for byte."""

@@ -5,6 +5,8 @@ workflow — torn down with every tenant it created. One factory instead of a se
     def test_x(make_world):
         world = make_world(shops=3, scale=0.05)            # seeded Handyshop
         world = make_world(schema=exotic.create, tenant_column="tenant_id", shop_ids=[1, 2, 3])
+        world = make_world(schema=store.create, tenant_column="store_id", shop_ids=[1, 2],
+                           inspect_args={"exclude": ["store", "ddl_log"]})  # any introspect() option
         world.workflow.provision(2); world.workflow.copy(2)
 
 `scope="module"` variants are left to the modules: call `build_world` from a module fixture.
@@ -19,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from handyshop_migration.devtools.seed import TENANT_TABLES, SeedReport, seed_database
+from handyshop_migration.devtools.seed import GLOBAL_ROWS_POLICY, TENANT_TABLES, SeedReport, seed_database
 from handyshop_migration.tenancy.application.encryption import CredentialCipher, generate_key
 from handyshop_migration.tenancy.application.registry import ConnectionRegistry
 from handyshop_migration.tenancy.dsn import ConnectionSpec
@@ -98,6 +100,7 @@ def build_world(
     tables: Sequence[str] | None = None,
     capture_writes: bool = True,
     prefix: str = "t_world",
+    inspect_args: dict[str, object] | None = None,
     **seed_args: object,
 ) -> World:
     """A world on `admin`'s server. Without `schema`, a seeded Handyshop (`seed_args` go to seed_database)."""
@@ -116,9 +119,11 @@ def build_world(
                 conn.commit()
             ids = list(shop_ids or [])
             include = list(tables) if tables is not None else None
-        # a seeded Handyshop names its users table (the shipped catalog does: phase 0's owner checks)
+        # a seeded Handyshop names its users table (the shipped catalog does: phase 0's owner checks) and
+        # copies the global device catalog and templates into every shop, as the shipped catalog does
+        handyshop = {"users_table": "users", "global_rows": GLOBAL_ROWS_POLICY} if schema is None else {}
         catalog = introspect(source, tenant_column=tenant_column, include=include,
-                             users_table="users" if schema is None else None)
+                             **{**handyshop, **(inspect_args or {})})  # type: ignore[arg-type]
         key = generate_key()
         cipher = CredentialCipher(key)
         registry = ConnectionRegistry(source, cipher)

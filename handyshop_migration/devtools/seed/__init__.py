@@ -18,6 +18,7 @@ owner and users without shop.
 from handyshop_migration.devtools.seed.loader import SeedReport, add_shop, ensure_database, seed_database
 from handyshop_migration.devtools.seed.schema import (
     FOREIGN_KEYS,
+    GLOBAL_ROWS_POLICY,
     GLOBAL_SHOP_IDS,
     MASTER_TABLES,
     TENANT_TABLES,
@@ -30,6 +31,7 @@ __all__ = [
     "CrossShopReference",
     "ForeignKey",
     "FOREIGN_KEYS",
+    "GLOBAL_ROWS_POLICY",
     "GLOBAL_SHOP_IDS",
     "MASTER_TABLES",
     "SeedReport",

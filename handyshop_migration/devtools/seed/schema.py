@@ -36,6 +36,18 @@ GLOBAL_SHOP_IDS: tuple[int, ...] = DEFAULT_GLOBAL_SHOP_IDS
 
 CATALOG_SHOP_ID = 1682  # "superadmin shop": the global device catalog (§5.1)
 GLOBAL_TEMPLATE_SHOP_ID = 0  # global system templates
+
+# What the real app needs of the global rows in every shop's own database (the shipped catalog's global_rows;
+# tables not named keep theirs in the shared database). Rows with shop_id NULL (legacy rows, system logs) stay.
+GLOBAL_ROWS_POLICY: dict[str, tuple[str, str]] = {
+    "device_types": ("every_tenant", "the global device catalog (shop 1682): every shop's device pickers list it, "
+                     "and the shop's own brands may hang under a global device type"),
+    "user_brands": ("every_tenant", "global brands (shop 1682) of the device catalog; the shop's user_models rows "
+                    "may reference them (reference §5.5)"),
+    "user_models": ("every_tenant", "global models (shop 1682) of the device catalog, listed next to the shop's own"),
+    "email_templates": ("every_tenant", "the global system templates (shop 0): the app finds them by name across "
+                        "shops and email_log rows reference them"),
+}
 ORPHAN_SHOP_ID = 999  # rows left behind by a shop that no longer exists
 MAX_SHOPS = 500  # keeps shop ids clear of 999 and 1682
 

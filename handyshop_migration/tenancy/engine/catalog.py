@@ -9,18 +9,23 @@ rewritten or left out. Format 2 (this one) records, beyond format 1:
 - `tenants`: the table that lists the tenants, its key column and an optional display-name column
   (Handyshop: `shops(id, name)`), and `users`: the users table phase 0's owner checks need (or none);
   `phase0_checks`: which validation checks run and which tables each needs;
-- per table a `role` — `tenant` (carries the tenant column), `implied` (belongs to a tenant through the
-  foreign-key `path` to a tenant table), `reference` (copied whole into every tenant), `shared` (stays in
-  the shared database) — and a `global_rows` policy for rows under global tenant ids or NULL (`shared`:
-  they stay in the shared database; `every_tenant`: copied into every tenant). This version builds `tenant`
-  tables with `global_rows = shared`; the other values are part of the format so that the next version
-  adds behaviour, not fields. Shared tables are listed in `shared_tables` with the reason;
+- per table a `role` — `tenant` (carries the tenant column), `implied` (no tenant column: belongs to the
+  tenant its foreign-key `path` leads to, through tenant tables or other implied tables; the other paths
+  from the table are kept in `alternative_paths`, so phase 0 can name rows whose paths disagree), `reference`
+  (neither the column nor a path: copied whole into every tenant, the shared database stays its owner) —
+  and per tenant table a `global_rows` policy for rows under the catalog's `global_tenant_ids` (Handyshop:
+  0 and 1682): `stay` (they stay in the shared database only) or `every_tenant` (copied into every tenant,
+  next to its own rows). Rows with a NULL tenant column always stay. Tables that stay in the shared
+  database are listed in `shared_tables` with the reason;
+- per table its partitioning (`partition_key`, `partitions`): a partitioned table is created partitioned in
+  every tenant, with the same partitions;
 - `objects`: functions, procedures, aggregates, views, materialized views, triggers, event triggers,
   row-level security policies and comments of the source, each with the server's own definition text;
   `extensions` with schema and version;
 - `findings`: what the tenant schema changes or leaves out, object by object with the reason (the rules are
   in `tenant_schema`; inspect stores their outcome here so that the file says it and phase 0 reports it);
-- `membership`: table -> role (and path), a summary written for review; ignored when read.
+- `membership`: table -> role (and path, global rows), a summary written for review; ignored when read.
+  `membership_diff(old, new)` lists what changed in it, one line per table.
 
 A Catalog has a structural checksum (everything but provenance and the derived summaries) used to detect
 drift.
@@ -37,16 +42,19 @@ from pathlib import Path
 from typing import Any
 
 from handyshop_migration.tenancy.errors import CatalogError
+from handyshop_migration.tenancy.names import DEFAULT_GLOBAL_SHOP_IDS
 
 CATALOG_FORMAT = 2
 FIRST_USER_OID = 16384  # FirstNormalObjectId: OIDs below are built in, equal on every server
 
-# Table roles. Only TENANT is built by this version; the others are recorded so the format stays stable.
+# Table roles: the roles of the tables that reach tenant databases (`tables`), and of those that stay.
 TENANT, IMPLIED, REFERENCE, SHARED = "tenant", "implied", "reference", "shared"
-ROLES = (TENANT, IMPLIED, REFERENCE, SHARED)
-# What happens to a table's rows under global tenant ids (0, 1682, ...) or a NULL tenant column.
-GLOBAL_ROWS_SHARED, GLOBAL_ROWS_EVERY_TENANT = "shared", "every_tenant"
-GLOBAL_ROWS = (GLOBAL_ROWS_SHARED, GLOBAL_ROWS_EVERY_TENANT)
+ROLES = (TENANT, IMPLIED, REFERENCE)
+# What happens to a tenant table's rows under the catalog's global tenant ids (0, 1682, ...).
+GLOBAL_ROWS_STAY, GLOBAL_ROWS_EVERY_TENANT = "stay", "every_tenant"
+GLOBAL_ROWS = (GLOBAL_ROWS_STAY, GLOBAL_ROWS_EVERY_TENANT)
+GLOBAL_ROWS_SHARED = GLOBAL_ROWS_STAY  # the earlier name of "stay"
+_GLOBAL_ROWS_ALIASES = {"shared": GLOBAL_ROWS_STAY}  # catalogs written before "stay" was named so
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,19 @@ class Hop:
 
 
 @dataclass(frozen=True)
+class Partition:
+    """One partition of a partitioned table: its name and bound (`FOR VALUES ...`, as the server prints it)."""
+
+    name: str
+    bound: str
+
+
+def describe_path(path: tuple[Hop, ...]) -> str:
+    """`rental.inventory_id -> inventory` style, for humans and the membership summary."""
+    return ", ".join(f"{h.table}.{'+'.join(h.columns)} -> {h.ref_table}" for h in path)
+
+
+@dataclass(frozen=True)
 class Table:
     schema: str
     name: str
@@ -149,11 +170,15 @@ class Table:
     external_foreign_keys: tuple[ForeignKey, ...]  # to master tables (dropped; the columns stay)
     indexes: tuple[Index, ...]  # indexes not backing a constraint
     sequences: tuple[SequenceInfo, ...]  # serial / nextval() defaults
-    tenant_column: str
+    tenant_column: str  # "" for implied and reference tables: they have none
     tenant_column_nullable: bool = True
     role: str = TENANT
     path: tuple[Hop, ...] = ()  # role "implied": the foreign-key path to a tenant table
-    global_rows: str = GLOBAL_ROWS_SHARED
+    alternative_paths: tuple[tuple[Hop, ...], ...] = ()  # role "implied": the other FK paths to tenant tables
+    global_rows: str = GLOBAL_ROWS_STAY
+    global_rows_reason: str | None = None  # why (the operator's words, for review)
+    partition_key: str | None = None  # pg_get_partkeydef() of a partitioned table
+    partitions: tuple[Partition, ...] = ()
     comment: str | None = None
     row_security: bool = False  # ENABLE ROW LEVEL SECURITY
     force_row_security: bool = False
@@ -161,6 +186,10 @@ class Table:
     @property
     def qualified(self) -> tuple[str, str]:
         return (self.schema, self.name)
+
+    @property
+    def partitioned(self) -> bool:
+        return self.partition_key is not None
 
     def column(self, name: str) -> Column:
         for col in self.columns:
@@ -206,7 +235,6 @@ class SharedTable:
     name: str
     reason: str  # "tenants table", "excluded", "no tenant column", "users table"
     role: str = SHARED
-    global_rows: str = GLOBAL_ROWS_SHARED
 
 
 @dataclass(frozen=True)
@@ -318,6 +346,7 @@ class Catalog:
     shared_tables: tuple[SharedTable, ...] = ()
     objects: tuple[SchemaObject, ...] = ()
     findings: tuple[CatalogFinding, ...] = ()
+    global_tenant_ids: tuple[int, ...] = DEFAULT_GLOBAL_SHOP_IDS  # tenant-column values marking global rows
 
     # -- lookups ------------------------------------------------------------------------------------
 
@@ -333,6 +362,18 @@ class Catalog:
     @property
     def table_names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.tables)
+
+    def of_role(self, *roles: str) -> tuple[Table, ...]:
+        return tuple(t for t in self.tables if t.role in roles)
+
+    @property
+    def tenant_tables(self) -> tuple[Table, ...]:
+        return self.of_role(TENANT)
+
+    @property
+    def owned_tables(self) -> tuple[Table, ...]:
+        """Tables whose rows belong to one shop each (tenant and implied): what retirement archives and deletes."""
+        return self.of_role(TENANT, IMPLIED)
 
     def children_of(self, name: str) -> tuple[str, ...]:
         return tuple(t.name for t in self.tables if name in t.parents)
@@ -358,8 +399,13 @@ class Catalog:
         """table -> its role (with the path of an implied table): the summary a reviewer diffs."""
         out = {}
         for t in self.tables:
-            path = " via " + ", ".join(f"{h.table}.{'+'.join(h.columns)} -> {h.ref_table}" for h in t.path)
-            out[t.name] = t.role + (path if t.path else "") + (f" (global rows: {t.global_rows})")
+            if t.role == TENANT:
+                why = f" — {t.global_rows_reason}" if t.global_rows_reason else ""
+                out[t.name] = f"tenant (global rows: {t.global_rows}{why})"
+            elif t.role == IMPLIED:
+                out[t.name] = f"implied via {describe_path(t.path)}"
+            else:
+                out[t.name] = "reference (copied whole into every tenant)"
         for s in self.shared_tables:
             out[s.name] = f"{s.role} ({s.reason})"
         return dict(sorted(out.items()))
@@ -395,19 +441,47 @@ class Catalog:
                 "write a new one with `handyshop-migration inspect --source-url URL --output FILE`."
             )
         data = {k: v for k, v in data.items() if k != "membership"}
+        data["tables"] = [
+            {**t, "global_rows": _GLOBAL_ROWS_ALIASES.get(t.get("global_rows"), t.get("global_rows"))}
+            if isinstance(t, dict) and "global_rows" in t else t
+            for t in data.get("tables", [])
+        ]
+        for s in data.get("shared_tables", []):
+            if isinstance(s, dict):
+                s.pop("global_rows", None)  # written by format 2's first version, always "shared"
         catalog = _value(cls, data, "catalog")
-        for t in catalog.tables:
+        catalog.check_membership()
+        return catalog
+
+    def check_membership(self) -> None:
+        """Every table's role, path and policy make sense together; else one line naming the table and the fix."""
+        roles = {t.name: t.role for t in self.tables}
+        for t in self.tables:
             if t.role not in ROLES or t.global_rows not in GLOBAL_ROWS:
                 raise CatalogError(
                     f"table {t.name}: role {t.role!r} / global_rows {t.global_rows!r} unknown "
                     f"(roles: {', '.join(ROLES)}; global_rows: {', '.join(GLOBAL_ROWS)})."
                 )
-            if t.role != TENANT:
+            if t.role == TENANT and not t.tenant_column:
+                raise CatalogError(f"tenant table {t.name} names no tenant column; make it implied or reference.")
+            if t.role != TENANT and (t.tenant_column or t.global_rows != GLOBAL_ROWS_STAY):
                 raise CatalogError(
-                    f"table {t.name} has role {t.role!r}; this version migrates tenant tables only "
-                    "(implied and reference tables come with the next one): set its role to shared or remove it."
+                    f"{t.role} table {t.name} has no tenant column: its tenant_column must be \"\" and its "
+                    "global_rows \"stay\" (global rows are a tenant table's policy)."
                 )
-        return catalog
+            if t.role == IMPLIED:
+                if not t.path:
+                    raise CatalogError(f"implied table {t.name} has no path; give it the foreign-key path to a tenant table.")
+                for i, hop in enumerate(t.path):
+                    if hop.table != (t.name if i == 0 else t.path[i - 1].ref_table):
+                        raise CatalogError(f"implied table {t.name}: hop {i + 1} of its path does not start where "
+                                           "the previous one ends; each hop goes from a table to the one it references.")
+                    if roles.get(hop.ref_table) not in (TENANT, IMPLIED):
+                        raise CatalogError(f"implied table {t.name}: its path goes through {hop.ref_table}, which is "
+                                           "not a tenant or implied table of the catalog.")
+                if roles[t.path[-1].ref_table] != TENANT:
+                    raise CatalogError(f"implied table {t.name}: its path ends at {t.path[-1].ref_table}, not at a "
+                                       "tenant table (the table carrying the tenant column).")
 
     @classmethod
     def from_json(cls, text: str) -> Catalog:
@@ -478,6 +552,26 @@ def _value(hint: Any, data: Any, where: str) -> Any:
     return data
 
 
+def membership_diff(old: Catalog, new: Catalog) -> list[str]:
+    """What changed in membership from `old` to `new`, one line per table: a table joining or leaving the
+    tenants, a role, a path or a global-rows policy changing. Empty when membership is the same."""
+    before, after = old.membership, new.membership
+    lines = []
+    for name in sorted(set(before) | set(after)):
+        a, b = before.get(name), after.get(name)
+        if a == b:
+            continue
+        if a is None:
+            lines.append(f"+ {name}: {b}")
+        elif b is None:
+            lines.append(f"- {name}: {a}")
+        else:
+            lines.append(f"~ {name}: {a} -> {b}")
+    if old.global_tenant_ids != new.global_tenant_ids:
+        lines.append(f"~ global tenant ids: {list(old.global_tenant_ids)} -> {list(new.global_tenant_ids)}")
+    return lines
+
+
 # -- the catalog shipped with the package ---------------------------------------------------------------
 
 PACKAGED_CATALOG = Path(__file__).resolve().parents[2] / "catalogs" / "handyshop.json"
@@ -507,6 +601,7 @@ __all__ = [
     "Identity",
     "Index",
     "PACKAGED_CATALOG",
+    "Partition",
     "SchemaObject",
     "SequenceInfo",
     "SequenceOptions",
@@ -515,6 +610,8 @@ __all__ = [
     "TenantsTable",
     "UserType",
     "UsersTable",
+    "describe_path",
     "introspect",
     "load_catalog",
+    "membership_diff",
 ]

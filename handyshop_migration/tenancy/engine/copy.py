@@ -36,7 +36,8 @@ from psycopg import sql
 
 from handyshop_migration.tenancy.db import one_row, replaying
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.engine.catalog import Table
+from handyshop_migration.tenancy.engine.catalog import GLOBAL_ROWS_STAY, TENANT, Catalog, Table
+from handyshop_migration.tenancy.engine.membership import columns, relation, slice_source
 from handyshop_migration.tenancy.engine.migrations import META_SCHEMA
 from handyshop_migration.tenancy.engine.tenant_schema import TenantSchema, TenantTable
 from handyshop_migration.tenancy.errors import CopyError
@@ -124,25 +125,28 @@ class SourceSnapshot:
         return f"SourceSnapshot({self.source.describe()}, {self.token})"
 
 
-def _select(t: Table, shop_id: int, fmt: str) -> tuple[sql.Composable, tuple[int]]:
-    query = sql.SQL("COPY (SELECT {} FROM ONLY {} WHERE {} = %s) TO STDOUT (FORMAT {})").format(
-        sql.SQL(", ").join(map(sql.Identifier, t.copy_columns)),
-        sql.Identifier(t.schema, t.name),
-        sql.Identifier(t.tenant_column),
-        sql.SQL(fmt),
+def _catalog_of(table: Table, catalog: Catalog | None) -> Catalog:
+    """The catalog a table's slice is read with; a lone tenant table (older callers) needs none."""
+    if catalog is not None:
+        return catalog
+    if table.role != TENANT or table.global_rows != GLOBAL_ROWS_STAY:
+        raise CopyError(f"{table.name} is a {table.role} table: its rows are selected with the catalog; pass it.")
+    return Catalog(tenant_column=table.tenant_column, tables=(table,))
+
+
+def _select(t: Table, shop_id: int, fmt: str, catalog: Catalog | None = None) -> tuple[sql.Composable, tuple[object, ...]]:
+    """The source side of a table's copy: the rows the shop's tenant holds (`membership.slice_source`)."""
+    source, params = slice_source(_catalog_of(t, catalog), t, shop_id)
+    query = sql.SQL("COPY (SELECT {} {}) TO STDOUT (FORMAT {})").format(
+        columns("t", t.copy_columns), source, sql.SQL(fmt)
     )
-    return query, (shop_id,)
+    return query, params
 
 
-def estimate_rows(snapshot: SourceSnapshot, tt: TenantTable, shop_id: int) -> int:
+def estimate_rows(snapshot: SourceSnapshot, tt: TenantTable, shop_id: int, catalog: Catalog | None = None) -> int:
     """The planner's estimate of the shop's rows in a table: cheap, and enough to choose a load strategy."""
-    t = tt.table
-    plan = one_row(snapshot.conn,
-        sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM ONLY {} WHERE {} = %s").format(
-            sql.Identifier(t.schema, t.name), sql.Identifier(t.tenant_column)
-        ),
-        (shop_id,),
-    )
+    source, params = slice_source(_catalog_of(tt.table, catalog), tt.table, shop_id)
+    plan = one_row(snapshot.conn, sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 {}").format(source), params)
     return int(plan[0][0]["Plan"]["Plan Rows"])
 
 
@@ -213,14 +217,16 @@ def copy_out(conn: psycopg.Connection, query: sql.Composable, params: Sequence[o
 
 
 def stream_copy(
-    snapshot: SourceSnapshot | psycopg.Connection, tenant: psycopg.Connection, table: Table, shop_id: int, *, freeze: bool
+    snapshot: SourceSnapshot | psycopg.Connection, tenant: psycopg.Connection, table: Table, shop_id: int, *,
+    freeze: bool, catalog: Catalog | None = None,
 ) -> tuple[int, int]:
     """Pipe the shop's rows of `table` from the snapshot (or a connection holding one) into the tenant table
-    (inside the caller's transaction). `freeze` needs the table created or truncated in that transaction.
-    Returns (rows, bytes)."""
+    (inside the caller's transaction). `freeze` needs the table created or truncated in that transaction (and
+    is ignored for a partitioned table, where COPY cannot freeze). Returns (rows, bytes)."""
     source = snapshot.conn if isinstance(snapshot, SourceSnapshot) else snapshot
     fmt = "binary" if table.binary_copy_safe else "text"
-    query, params = _select(table, shop_id, fmt)
+    query, params = _select(table, shop_id, fmt, catalog)
+    freeze = freeze and not table.partitioned
     target = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {}{})").format(
         sql.Identifier(table.schema, table.name),
         sql.SQL(", ").join(map(sql.Identifier, table.copy_columns)),
@@ -332,20 +338,19 @@ def copy_table(
     t = tt.table
     started = time.perf_counter()
     fmt = "binary" if t.binary_copy_safe else "text"
-    rebuild = estimate_rows(snapshot, tt, shop_id) >= rebuild_threshold
+    rebuild = estimate_rows(snapshot, tt, shop_id, schema.catalog) >= rebuild_threshold
     touching = schema.foreign_keys_touching(table)
-    ident = sql.Identifier(t.schema, t.name)
     try:
         with replaying(tenant):  # a bulk load: the tenant's triggers (and its write guard) do not fire
             ensure_state_table(tenant)
             refuse_if_live(tenant, shop_id)
             for fk in touching:
                 tenant.execute(fk.drop.encode())
-            tenant.execute(sql.SQL("TRUNCATE ONLY {}").format(ident))
+            tenant.execute(sql.SQL("TRUNCATE {}").format(relation(t)))
             if rebuild:
                 for named in (*tt.indexes, *tt.keys):
                     tenant.execute(named.drop.encode())
-            rows, copied_bytes = stream_copy(snapshot, tenant, t, shop_id, freeze=True)
+            rows, copied_bytes = stream_copy(snapshot, tenant, t, shop_id, freeze=True, catalog=schema.catalog)
             if rebuild:
                 for named in (*tt.keys, *tt.indexes):
                     tenant.execute(named.create.encode())
@@ -436,7 +441,7 @@ def empty_tenant(tenant_admin: ConnectionSpec, schema: TenantSchema, shop_id: in
         refuse_if_live(tenant, shop_id)
         removed = 0
         for tt in schema.tables:
-            row = tenant.execute(sql.SQL("SELECT count(*) FROM ONLY {}").format(tt.ident)).fetchone()
+            row = tenant.execute(sql.SQL("SELECT count(*) FROM {}").format(relation(tt.table))).fetchone()
             removed += int(row[0]) if row else 0
         tenant.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(tt.ident for tt in schema.tables)))
         tenant.execute(sql.SQL("DELETE FROM {}").format(state_table()))

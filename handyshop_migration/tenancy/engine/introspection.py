@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -38,13 +38,19 @@ from psycopg.rows import dict_row
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.engine.catalog import (
     FIRST_USER_OID,
+    GLOBAL_ROWS_EVERY_TENANT,
+    GLOBAL_ROWS_STAY,
+    IMPLIED,
+    REFERENCE,
     Catalog,
     Column,
     Constraint,
     Extension,
     ForeignKey,
+    Hop,
     Identity,
     Index,
+    Partition,
     SchemaObject,
     SequenceInfo,
     SequenceOptions,
@@ -55,7 +61,7 @@ from handyshop_migration.tenancy.engine.catalog import (
     UserType,
 )
 from handyshop_migration.tenancy.errors import CatalogError
-from handyshop_migration.tenancy.names import CAPTURE_SCHEMA, CONTROL_SCHEMA
+from handyshop_migration.tenancy.names import CAPTURE_SCHEMA, CONTROL_SCHEMA, DEFAULT_GLOBAL_SHOP_IDS
 
 __all__ = ["introspect", "introspect_like"]
 
@@ -261,10 +267,6 @@ def _qualified(schema: str, name: str) -> str:
     return psycopg.sql.Identifier(schema, name).as_string(None)
 
 
-def _qualified(schema: str, name: str) -> str:
-    return psycopg.sql.Identifier(schema, name).as_string(None)
-
-
 def _names_column(text: str | None, column: str) -> bool:
     """Whether SQL or PL/pgSQL text names `column` as a word (`p_shop_id` does not name `shop_id`)."""
     if not text:
@@ -284,10 +286,22 @@ def introspect(
     tenants_key: str | None = None,
     tenants_name: str | None = None,
     users_table: str | None = None,
+    paths: Mapping[str, Sequence[str]] | None = None,
+    reference: Sequence[str] | None = None,
+    not_reference: Iterable[str] = (),
+    global_rows: Mapping[str, str | tuple[str, str]] | None = None,
+    global_ids: Sequence[int] = DEFAULT_GLOBAL_SHOP_IDS,
 ) -> Catalog:
     """Read the tenant tables of `source` (tables having `tenant_column`, or exactly `include`), the table
-    listing the tenants (found from the foreign keys on the tenant column when not given), and every
-    function, view, trigger, policy and extension the tenant databases need."""
+    listing the tenants (found from the foreign keys on the tenant column when not given), the tables that
+    belong to tenants through foreign keys and the reference tables (see `_membership`), and every
+    function, view, trigger, policy and extension the tenant databases need.
+
+    `paths` chooses an implied table's path where several exist: table -> the columns of its first hop (the
+    rest follows the parent's own path). `reference` lists exactly the reference tables (None: found, see
+    `_membership`); `not_reference` undoes some of the found ones. `global_rows` sets a tenant table's
+    policy for rows under `global_ids` ("stay", the default, or "every_tenant"), optionally with the reason
+    (`(policy, why)`), which the catalog keeps for review."""
     source.connect().close()  # an unreachable server: our one-line ConnectionFailed, not SQLAlchemy's
     url = source.sqlalchemy_url("psycopg").reveal()
     # SQLAlchemy does not know composite types ("Did not recognize type"); their exact text comes from
@@ -318,13 +332,14 @@ def introspect(
                         f"the source {source.dbname} lacks the tables {', '.join(missing)}; "
                         "check the table list or the source URL."
                     )
-                lacking = [t for t in include if t not in tables_with_column]
+                lacking = [t for t in include if t not in tables_with_column and t not in (paths or {})
+                           and t not in (reference or ())]
                 if lacking:
                     raise CatalogError(
                         f"the tables {', '.join(lacking)} have no {tenant_column!r} column; "
                         f"tenant tables must carry the tenant column (or pass --tenant-column)."
                     )
-                names = [t for t in include if t not in excluded]
+                names = [t for t in include if t not in excluded and t in tables_with_column]
             else:
                 names = [t for t in tables_with_column if t not in excluded]
             if not names:
@@ -338,9 +353,9 @@ def introspect(
                     "pk": inspector.get_pk_constraint(t, schema=schema),
                     "fks": inspector.get_foreign_keys(t, schema=schema),
                 }
-                for t in names
+                for t in all_tables
             }
-            order = [t for t, _ in inspector.get_sorted_table_and_fkc_names(schema=schema) if t in names]
+            sa_order = [t for t, _ in inspector.get_sorted_table_and_fkc_names(schema=schema) if t]
         with source.connect() as conn:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             # Definition texts (defaults, constraints, indexes) qualify names relative to search_path:
@@ -353,7 +368,22 @@ def introspect(
             )
             users = _users_table(source, schema, tenant_column, all_tables, columns_of, users_table)
             names = [n for n in names if n != tenants.table]
-            catalog = _build(cur, source, schema, tenant_column, names, order, sa_info)
+            blocked = {tenants.table, *excluded, *((users.table,) if users else ())}
+            candidates = [t for t in all_tables if t not in tables_with_column and t not in blocked]
+            implied, references, notes = _membership(
+                cur, schema, names, candidates, paths or {}, reference, set(not_reference)
+            )
+            policies = {k: (v, None) if isinstance(v, str) else (v[0], v[1]) for k, v in (global_rows or {}).items()}
+            unknown = sorted(set(policies) - set(names))
+            if unknown:
+                raise CatalogError(f"--global-rows names {', '.join(unknown)}, which are not tenant tables of the "
+                                   f"catalog (tenant tables: {', '.join(names)}).")
+            bad = sorted(v for v, _ in policies.values() if v not in (GLOBAL_ROWS_STAY, GLOBAL_ROWS_EVERY_TENANT))
+            if bad:
+                raise CatalogError(f"global rows policy {bad[0]!r} unknown: use stay or every_tenant.")
+            catalog = _build(cur, source, schema, tenant_column, names, sa_order, sa_info,
+                             implied=implied, references=references, policies=policies, partitioned=partitioned)
+            catalog = replace(catalog, notes=(*catalog.notes, *notes), global_tenant_ids=tuple(global_ids))
             shared = []
             kept = set(catalog.table_names)
             for t in all_tables:
@@ -363,12 +393,12 @@ def introspect(
                     reason = "the tenants table"
                 elif users is not None and t == users.table:
                     reason = "the users table"
-                elif t in partitioned and t in tables_with_column:
-                    reason = "partitioned: partitioned tenant tables are not migrated yet"
                 elif t in tables_with_column:
                     reason = "excluded"
+                elif t in not_reference:
+                    reason = "not declared reference"
                 else:
-                    reason = f"no {tenant_column} column"
+                    reason = f"no {tenant_column} column, no foreign-key path to a tenant table, not referenced"
                 shared.append(SharedTable(schema, t, reason))
             catalog = replace(
                 catalog,
@@ -397,6 +427,11 @@ def introspect_like(source: ConnectionSpec, catalog: Catalog) -> Catalog:
         tenants_key=tenants.key,
         tenants_name=tenants.name,
         users_table=catalog.users.table if catalog.users else None,
+        paths={t.name: t.path[0].columns for t in catalog.of_role(IMPLIED)},
+        reference=[t.name for t in catalog.of_role(REFERENCE)],
+        global_rows={t.name: (t.global_rows, t.global_rows_reason or "") if t.global_rows_reason else t.global_rows
+                     for t in catalog.tenant_tables},
+        global_ids=catalog.global_tenant_ids,
     )
 
 
@@ -507,9 +542,10 @@ def _users_table(
 
 def _phase0_checks(catalog: Catalog, tenants: TenantsTable, users: UsersTable | None) -> dict[str, tuple[str, ...]]:
     """Which validation checks run, and the tables each needs (the tenants table, the users table)."""
-    tenant_tables = catalog.table_names
+    tenant_tables = tuple(t.name for t in catalog.tenant_tables)
+    implied = tuple(t.name for t in catalog.of_role(IMPLIED))
     checks: dict[str, tuple[str, ...]] = {
-        "missing_tables": (*tenant_tables, tenants.table, *((users.table,) if users else ())),
+        "missing_tables": (*catalog.table_names, tenants.table, *((users.table,) if users else ())),
         "missing_columns": tenant_tables,
         "extra_columns": tenant_tables,
         "null_shop_rows": tenant_tables,
@@ -519,6 +555,8 @@ def _phase0_checks(catalog: Catalog, tenants: TenantsTable, users: UsersTable | 
         "schema_objects": (),
         "connection_budget": (tenants.table,),
     }
+    if implied:
+        checks["implied_rows"] = (*implied, *{h.ref_table for t in catalog.of_role(IMPLIED) for h in t.path})
     if users is not None:
         checks["users_without_shop"] = (users.table,)
         if users.role_column:
@@ -534,14 +572,30 @@ def _build(
     names: list[str],
     sa_order: list[str],
     sa_info: dict[str, dict[str, Any]],
+    *,
+    implied: dict[str, tuple[tuple[Hop, ...], tuple[tuple[Hop, ...], ...]]] | None = None,
+    references: Sequence[str] = (),
+    policies: Mapping[str, tuple[str, str | None]] | None = None,
+    partitioned: set[str] | frozenset[str] = frozenset(),
 ) -> Catalog:
     notes: list[str] = []
     tables: dict[str, Table] = {}
     walker = _TypeWalker(cur)
     master: set[str] = set()
-    names = [n for n in names if _relkind(cur, schema, n) != "p"]
-    for name in names:
-        tables[name] = _table(cur, walker, schema, tenant_column, name, names, sa_info[name], master)
+    implied = implied or {}
+    everything = [*names, *implied, *references]
+    for name in everything:
+        t = _table(cur, walker, schema, tenant_column if name in names else "", name, everything, sa_info[name], master)
+        if name in implied:
+            t = replace(t, role=IMPLIED, path=implied[name][0], alternative_paths=implied[name][1])
+        elif name in references:
+            t = replace(t, role=REFERENCE)
+        else:
+            policy, why = (policies or {}).get(name, (GLOBAL_ROWS_STAY, None))
+            t = replace(t, global_rows=policy, global_rows_reason=why)
+        if name in partitioned:
+            t = replace(t, **_partitioning(cur, schema, name))
+        tables[name] = t
     # every type of the schema, also those only functions use (a composite result, an enum argument)
     for row in cur.execute(
         "SELECT t.oid FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
@@ -566,6 +620,177 @@ def _build(
         server_version=version,
     )
     return replace(catalog, objects=_objects(cur, catalog))
+
+
+def _partitioning(cur: psycopg.Cursor[dict[str, Any]], schema: str, name: str) -> dict[str, Any]:
+    """Partition key and partitions (one level; a sub-partitioned partition is refused) of a partitioned table."""
+    qname = _qualified(schema, name)
+    key = cur.execute("SELECT pg_get_partkeydef(%s::regclass) AS key", (qname,)).fetchone()["key"]
+    parts = cur.execute(
+        "SELECT c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound, c.relkind AS kind "
+        "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass ORDER BY 1",
+        (qname,),
+    ).fetchall()
+    nested = [p["name"] for p in parts if p["kind"] == "p"]
+    if nested:
+        raise CatalogError(f"partition {', '.join(nested)} of {name} is itself partitioned; sub-partitioning is not "
+                           "supported: exclude the table.")
+    return {"partition_key": key, "partitions": tuple(Partition(p["name"], p["bound"]) for p in parts)}
+
+
+_ALL_FKS_SQL = """
+SELECT c.conname AS name, cc.relname AS child, fc.relname AS parent,
+       ARRAY(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(n, o)
+             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.o) AS columns,
+       ARRAY(SELECT a.attname::text FROM unnest(c.confkey) WITH ORDINALITY k(n, o)
+             JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.o) AS ref_columns,
+       (SELECT min(k) FROM unnest(c.conkey) k) AS first_attnum
+  FROM pg_constraint c
+  JOIN pg_class cc ON cc.oid = c.conrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace
+  JOIN pg_class fc ON fc.oid = c.confrelid JOIN pg_namespace fn ON fn.oid = fc.relnamespace
+ WHERE c.contype = 'f' AND c.conparentid = 0 AND NOT cc.relispartition
+   AND cn.nspname = %(s)s AND fn.nspname = %(s)s
+ ORDER BY cc.relname, first_attnum, c.conname
+"""
+
+MAX_PATHS = 16  # FK paths enumerated per table (for the ambiguity check); the chosen one is always among them
+MAX_DEPTH = 5
+
+
+def _membership(
+    cur: psycopg.Cursor[dict[str, Any]],
+    schema: str,
+    tenant_tables: list[str],
+    candidates: list[str],
+    chosen: Mapping[str, Sequence[str]],
+    reference: Sequence[str] | None,
+    not_reference: set[str],
+) -> tuple[dict[str, tuple[tuple[Hop, ...], tuple[tuple[Hop, ...], ...]]], list[str], list[str]]:
+    """Implied tables (with their chosen path and the others) and reference tables among `candidates` (the
+    tables without the tenant column that are not the tenants/users table and not excluded), and notes.
+
+    - A candidate with a foreign-key path to a tenant table (directly, or through other candidates) is
+      implied. Its path, unless chosen: a first hop to another implied table, followed by that table's own
+      path (a payment belongs where its rental belongs), else the first foreign key in column order that
+      references a tenant table (the schema's own order: `rental.inventory_id` before `customer_id`).
+      Tables with several paths are noted, so the operator sees the choice (`inspect --path`).
+    - A candidate without a path is a reference table when the tenant and implied tables reach it by
+      foreign keys (in either direction, through other such tables: a film's actors come with the film) or a
+      view over tenant tables reads it; `reference` replaces that rule with a list, `not_reference` undoes
+      some of it.
+    """
+    fks = cur.execute(_ALL_FKS_SQL, {"s": schema}).fetchall()
+    tenant, cand = set(tenant_tables), set(candidates)
+    out_fks: dict[str, list[dict[str, Any]]] = {}
+    for fk in fks:
+        out_fks.setdefault(fk["child"], []).append(fk)
+
+    def hop(fk: dict[str, Any]) -> Hop:
+        return Hop(fk["child"], tuple(fk["columns"]), fk["parent"], tuple(fk["ref_columns"]))
+
+    def enumerate_paths(table: str, seen: tuple[str, ...]) -> list[tuple[Hop, ...]]:
+        found: list[tuple[Hop, ...]] = []
+        if len(seen) >= MAX_DEPTH:
+            return found
+        for fk in out_fks.get(table, []):
+            parent = fk["parent"]
+            if parent in seen or parent == table:
+                continue
+            if parent in tenant:
+                found.append((hop(fk),))
+            elif parent in cand:
+                found.extend((hop(fk), *rest) for rest in enumerate_paths(parent, (*seen, table)))
+            if len(found) >= MAX_PATHS:
+                break
+        return found[:MAX_PATHS]
+
+    all_paths = {t: enumerate_paths(t, ()) for t in candidates}
+    implied_names = {t for t, ps in all_paths.items() if ps}
+    unknown = sorted(set(chosen) - implied_names)
+    if unknown:
+        raise CatalogError(
+            f"--path names {', '.join(unknown)}, which has no foreign-key path to a tenant table (implied tables: "
+            f"{', '.join(sorted(implied_names)) or 'none'})."
+        )
+    paths: dict[str, tuple[Hop, ...]] = {}
+
+    def choose(table: str, seen: tuple[str, ...] = ()) -> tuple[Hop, ...]:
+        if table in paths:
+            return paths[table]
+        options = [fk for fk in out_fks.get(table, []) if fk["parent"] in tenant
+                   or (fk["parent"] in implied_names and fk["parent"] not in (*seen, table))]
+        if table in chosen:
+            cols = tuple(chosen[table])
+            picked = [fk for fk in options if tuple(fk["columns"]) == cols]
+            if not picked:
+                raise CatalogError(
+                    f"--path {table}={','.join(cols)}: {table} has no foreign key on ({', '.join(cols)}) towards a "
+                    f"tenant table; its candidates: {'; '.join(','.join(fk['columns']) for fk in options)}."
+                )
+            fk = picked[0]
+        else:
+            to_implied = [fk for fk in options if fk["parent"] in implied_names]
+            fk = (to_implied or options)[0]
+        result = (hop(fk),) if fk["parent"] in tenant else (hop(fk), *choose(fk["parent"], (*seen, table)))
+        paths[table] = result
+        return result
+
+    implied: dict[str, tuple[tuple[Hop, ...], tuple[tuple[Hop, ...], ...]]] = {}
+    notes: list[str] = []
+    for t in sorted(implied_names):
+        path = choose(t)
+        others = tuple(p for p in all_paths[t] if p != path)
+        implied[t] = (path, others)
+        if others:
+            notes.append(
+                f"{t} reaches tenant tables by {len(others) + 1} foreign-key paths; it belongs to the tenant of "
+                f"{_path_text(path)}{' (chosen)' if t in chosen else ''} (others: "
+                + "; ".join(_path_text(p) for p in others) + f"). Choose another with --path {t}=COLUMNS."
+            )
+    rest = [t for t in candidates if t not in implied_names]
+    if reference is not None:
+        missing = sorted(set(reference) - set(rest))
+        if missing:
+            raise CatalogError(f"--reference names {', '.join(missing)}, which is not a table without the tenant "
+                               "column and without a path to a tenant table.")
+        return implied, list(reference), notes
+    members = tenant | implied_names
+    found: set[str] = set()
+    frontier = {fk["parent"] for fk in fks if fk["child"] in members and fk["parent"] in rest}
+    views = cur.execute(
+        "SELECT DISTINCT rc.relname AS read, vc.relname AS view FROM pg_rewrite r "
+        "JOIN pg_class vc ON vc.oid = r.ev_class JOIN pg_namespace vn ON vn.oid = vc.relnamespace "
+        "JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid AND d.refclassid = 'pg_class'::regclass "
+        "JOIN pg_class rc ON rc.oid = d.refobjid WHERE vn.nspname = %s AND vc.relkind IN ('v', 'm') AND rc.oid <> vc.oid",
+        (schema,),
+    ).fetchall()
+    reads: dict[str, set[str]] = {}
+    for v in views:
+        reads.setdefault(v["view"], set()).add(v["read"])
+    for read in reads.values():
+        if read & members:
+            frontier |= read & set(rest)
+    while frontier:
+        table = frontier.pop()
+        if table in found or table in not_reference:
+            continue
+        found.add(table)
+        for fk in fks:
+            if fk["child"] == table and fk["parent"] in rest:
+                frontier.add(fk["parent"])
+            if fk["parent"] == table and fk["child"] in rest:
+                frontier.add(fk["child"])
+    refs = sorted(found)
+    if refs:
+        notes.append(
+            "reference tables (copied whole into every tenant; tenant tables reference them, or views over tenant "
+            f"tables read them): {', '.join(refs)}. Undo with --not-reference TABLES."
+        )
+    return implied, refs, notes
+
+
+def _path_text(path: tuple[Hop, ...]) -> str:
+    return ", ".join(f"{h.table}.{'+'.join(h.columns)} -> {h.ref_table}" for h in path)
 
 
 def _relkind(cur: psycopg.Cursor[dict[str, Any]], schema: str, name: str) -> str:
@@ -619,8 +844,8 @@ def _table(
                 comment=pc["comment"],
             )
         )
-    tenant_col = next((c for c in columns if c.name == tenant_column), None)
-    if tenant_col is None:  # pragma: no cover - filtered above
+    tenant_col = next((c for c in columns if c.name == tenant_column), None) if tenant_column else None
+    if tenant_col is None and tenant_column:  # pragma: no cover - filtered above
         raise CatalogError(f"table {name} has no column {tenant_column!r}")
 
     primary_key: Constraint | None = None
@@ -655,9 +880,9 @@ def _table(
             primary_key = con
         else:
             constraints.append(con)
-    tenant_attnum = cur.execute(
+    tenant_attnum = (cur.execute(
         "SELECT attnum FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s", (qname, tenant_column)
-    ).fetchone()["attnum"]
+    ).fetchone() or {"attnum": -1})["attnum"] if tenant_column else -1  # -1: no column (0 is the whole table)
     indexes = []
     for ix in cur.execute(_INDEX_SQL, (tenant_attnum, qname)).fetchall():
         nkeys = ix["nkeys"]
@@ -689,7 +914,7 @@ def _table(
         indexes=tuple(indexes),
         sequences=sequences,
         tenant_column=tenant_column,
-        tenant_column_nullable=tenant_col.nullable,
+        tenant_column_nullable=tenant_col.nullable if tenant_col is not None else True,
         comment=rel.get("comment"),
         row_security=bool(rel.get("relrowsecurity")),
         force_row_security=bool(rel.get("relforcerowsecurity")),

@@ -583,8 +583,11 @@ def _hand_over(conn: psycopg.Connection, to_role: str) -> None:
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            WHERE pg_get_userbyid(c.relowner) = %(me)s AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
              AND n.nspname NOT LIKE 'pg\\_%%' AND n.nspname <> 'information_schema'
-             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
-                              AND d.deptype IN ('a', 'i', 'e'))
+             -- a partition depends on its table automatically, yet ALTER TABLE ... OWNER does not follow to it;
+             -- a partitioned table depends internally on its own key columns
+             AND (c.relispartition OR NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                                                   AND d.objid = c.oid AND d.deptype IN ('a', 'i', 'e')
+                                                   AND NOT (d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid)))
           UNION ALL
           SELECT 3, CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END,
                  quote_ident(n.nspname) || '.' || quote_ident(t.typname)

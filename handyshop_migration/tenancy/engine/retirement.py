@@ -2,9 +2,12 @@
 
 The real app's retirement TRUNCATEd every tenant table: every shop's rows and the global ones (shop 0,
 1682, NULL). Here:
-- `archive_shop` writes the shop's rows of every tenant table (all columns, the tenant column included) to
-  files in one snapshot, with a manifest of per-table row counts, content checksums and file SHA-256s;
-- `retire_shop` deletes exactly `WHERE <tenant column> = N`, children first, in one transaction, after
+- `archive_shop` writes the shop's rows of every tenant and implied table (all columns, the tenant column
+  included) to files in one snapshot, with a manifest of per-table row counts, content checksums and file
+  SHA-256s; the shop's rows are `membership.owned_source`: a tenant table's `WHERE <tenant column> = N` (never
+  the global rows copied into every tenant), an implied table's rows whose path leads to the shop; reference
+  tables belong to no shop and are never archived or deleted;
+- `retire_shop` deletes exactly those rows, children first, in one transaction, after
   checking that the rows still equal the archive and that no row of another shop (or of a table outside
   the migration) references them — a cascade must never reach another shop; every count must match the
   archive, or nothing is deleted;
@@ -29,6 +32,7 @@ from handyshop_migration.tenancy.db import replaying
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.engine.catalog import Catalog, Table
 from handyshop_migration.tenancy.engine.copy import SourceSnapshot, copy_out
+from handyshop_migration.tenancy.engine.membership import columns, owned_source, relation
 from handyshop_migration.tenancy.engine.verification import table_checksum
 from handyshop_migration.tenancy.errors import CopyError, RetirementRefused
 
@@ -85,7 +89,7 @@ class RetireResult:
 
 
 def _columns(table: Table) -> tuple[str, ...]:
-    return (table.tenant_column, *table.copy_columns)
+    return ((table.tenant_column,) if table.tenant_column else ()) + table.copy_columns
 
 
 def _sha256(path: Path) -> str:
@@ -104,22 +108,18 @@ def archive_shop(source: ConnectionSpec, catalog: Catalog, shop_id: int, directo
     os.chmod(path, 0o700)  # the rows hold customers' personal data
     tables = []
     with SourceSnapshot(source) as snap:
-        for t in catalog.tables:
+        for t in catalog.owned_tables:
             fmt = "binary" if t.binary_copy_safe else "text"
             cols = _columns(t)
             file = path / f"{len(tables):02d}_{t.name}.copy"
-            query = sql.SQL("COPY (SELECT {} FROM ONLY {} WHERE {} = %s) TO STDOUT (FORMAT {})").format(
-                sql.SQL(", ").join(map(sql.Identifier, cols)),
-                sql.Identifier(t.schema, t.name),
-                sql.Identifier(t.tenant_column),
-                sql.SQL(fmt),
-            )
+            owned, params = owned_source(catalog, t, shop_id)
+            query = sql.SQL("COPY (SELECT {} {}) TO STDOUT (FORMAT {})").format(columns("t", cols), owned, sql.SQL(fmt))
             with file.open("wb") as out:
-                for data in copy_out(snap.conn, query, (shop_id,)):
+                for data in copy_out(snap.conn, query, params):
                     out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
-            check = table_checksum(snap.conn, t, shop_id, cols)
+            check = table_checksum(snap.conn, t, shop_id, cols, catalog, owned=True)
             tables.append(TableArchive(t.name, file.name, fmt, cols, check.rows, check.checksum, _sha256(file)))
         token = snap.token
     archive = Archive(shop_id, path, stamp, catalog.checksum, token, tuple(tables))
@@ -129,10 +129,10 @@ def archive_shop(source: ConnectionSpec, catalog: Catalog, shop_id: int, directo
 
 
 def _references_from_elsewhere(conn: psycopg.Connection, catalog: Catalog, shop_id: int) -> list[str]:
-    """Rows outside the shop (another shop's, or in a table outside the migration) that reference the
-    shop's rows: deleting would break them or cascade into them."""
+    """Rows outside the shop (another shop's, a reference row, or a row of a table outside the migration)
+    that reference the shop's rows: deleting would break them or cascade into them."""
     problems = []
-    tenant_tables = {(t.schema, t.name): t for t in catalog.tables}
+    owned_tables = {(t.schema, t.name): t for t in catalog.owned_tables}
     fks = conn.execute(
         "SELECT c.conname, cn.nspname, cr.relname, pn.nspname, pr.relname, "
         "ARRAY(SELECT a.attname FROM unnest(c.conkey) WITH ORDINALITY k(n, o) JOIN pg_attribute a "
@@ -141,32 +141,32 @@ def _references_from_elsewhere(conn: psycopg.Connection, catalog: Catalog, shop_
         "      ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.o) "
         "FROM pg_constraint c JOIN pg_class cr ON cr.oid = c.conrelid JOIN pg_namespace cn ON cn.oid = cr.relnamespace "
         "JOIN pg_class pr ON pr.oid = c.confrelid JOIN pg_namespace pn ON pn.oid = pr.relnamespace "
-        "WHERE c.contype = 'f'"
+        "WHERE c.contype = 'f' AND c.conparentid = 0 AND NOT cr.relispartition"
     ).fetchall()
     for name, child_schema, child, parent_schema, parent, cols, pcols in fks:
-        parent_table = tenant_tables.get((parent_schema, parent))
+        parent_table = owned_tables.get((parent_schema, parent))
         if parent_table is None:
             continue
-        child_table = tenant_tables.get((child_schema, child))
-        outside = (
-            sql.SQL("c.{} IS DISTINCT FROM %s").format(sql.Identifier(child_table.tenant_column))
-            if child_table is not None
-            else sql.SQL("true")
+        child_table = owned_tables.get((child_schema, child))
+        parent_rows, params = owned_source(catalog, parent_table, shop_id, alias="p")
+        on = sql.SQL(" AND ").join(
+            sql.SQL("c.{} = p.{}").format(sql.Identifier(a), sql.Identifier(b)) for a, b in zip(cols, pcols, strict=True)
         )
+        if child_table is not None:
+            child_rows, child_params = owned_source(catalog, child_table, shop_id, alias="o")
+            outside: sql.Composable = sql.SQL("(c.tableoid, c.ctid) NOT IN (SELECT o.tableoid, o.ctid {})").format(child_rows)
+        else:
+            outside, child_params = sql.SQL("true"), ()
+        child_rel = sql.Identifier(child_schema, child)
         query = sql.SQL(
-            "SELECT count(*), (array_agg(ROW({pk})::text))[1:10] FROM ONLY {c} c JOIN ONLY {p} p ON {on} "
-            "WHERE p.{ptc} = %s AND {outside}"
+            "SELECT count(*), (array_agg(ROW({pk})::text))[1:10] FROM {c} c "
+            "WHERE EXISTS (SELECT 1 {parent_rows} AND {on}) AND {outside}"
         ).format(
             pk=sql.SQL(", ").join(sql.SQL("c.{}").format(sql.Identifier(col)) for col in cols),
-            c=sql.Identifier(child_schema, child),
-            p=sql.Identifier(parent_schema, parent),
-            on=sql.SQL(" AND ").join(
-                sql.SQL("c.{} = p.{}").format(sql.Identifier(a), sql.Identifier(b)) for a, b in zip(cols, pcols, strict=True)
-            ),
-            ptc=sql.Identifier(parent_table.tenant_column),
-            outside=outside,
+            c=relation(child_table) if child_table is not None else sql.SQL("ONLY {}").format(child_rel),
+            parent_rows=parent_rows, on=on, outside=outside,
         )
-        count, sample = conn.execute(query, (shop_id, shop_id) if child_table is not None else (shop_id,)).fetchone()  # type: ignore[misc]
+        count, sample = conn.execute(query, (*params, *child_params)).fetchone()  # type: ignore[misc]
         if count:
             problems.append(f"{count} {child} rows ({name}: {', '.join(sample or [])}) reference shop {shop_id}'s {parent}")
     return problems
@@ -195,10 +195,10 @@ def retire_shop(
     deleted: dict[str, int] = {}
     with source.connect() as conn, replaying(conn):
         by_name = {a.table: a for a in archive.tables}
-        for t in catalog.tables:
+        for t in catalog.owned_tables:
             # the rows must still be exactly what was archived (the fence keeps the app away; this proves it)
-            conn.execute(sql.SQL("LOCK TABLE ONLY {} IN SHARE ROW EXCLUSIVE MODE").format(sql.Identifier(t.schema, t.name)))
-            now = table_checksum(conn, t, shop, by_name[t.name].columns)
+            conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(relation(t)))
+            now = table_checksum(conn, t, shop, by_name[t.name].columns, catalog, owned=True)
             if (now.rows, now.checksum) != (by_name[t.name].rows, by_name[t.name].checksum):
                 raise RetirementRefused(
                     f"shop {shop}'s {t.name} changed since it was archived ({by_name[t.name].rows} rows archived, "
@@ -209,12 +209,13 @@ def retire_shop(
             raise RetirementRefused(
                 "nothing was deleted: " + "; ".join(refs) + ". Re-point or move those rows first."
             )
-        for t in reversed(catalog.tables):
+        for t in reversed(catalog.owned_tables):  # children first: an implied row is found through its parents
+            owned, params = owned_source(catalog, t, shop)
             count = conn.execute(
-                sql.SQL("DELETE FROM ONLY {} WHERE {} = %s").format(
-                    sql.Identifier(t.schema, t.name), sql.Identifier(t.tenant_column)
+                sql.SQL("DELETE FROM {} d WHERE (d.tableoid, d.ctid) IN (SELECT t.tableoid, t.ctid {})").format(
+                    relation(t), owned
                 ),
-                (shop,),
+                params,
             ).rowcount
             if count != by_name[t.name].rows:
                 raise RetirementRefused(
@@ -234,16 +235,13 @@ def restore_shop(source: ConnectionSpec, catalog: Catalog, archive: Archive) -> 
     restored: dict[str, int] = {}
     with source.connect() as conn, replaying(conn):
         by_name = {a.table: a for a in archive.tables}
-        for t in catalog.tables:
+        for t in catalog.owned_tables:
             a = by_name[t.name]
             ident = sql.Identifier(t.schema, t.name)
-            present = conn.execute(
-                sql.SQL("SELECT count(*) FROM ONLY {} WHERE {} = %s").format(ident, sql.Identifier(t.tenant_column)),
-                (shop,),
-            ).fetchone()
-            if present and present[0]:
+            present = table_checksum(conn, t, shop, a.columns, catalog, owned=True).rows
+            if present:
                 raise RetirementRefused(
-                    f"the shared database already holds {present[0]} {t.name} rows of shop {shop}: restoring would "
+                    f"the shared database already holds {present} {t.name} rows of shop {shop}: restoring would "
                     "duplicate them; nothing was restored."
                 )
             target = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(
@@ -252,7 +250,7 @@ def restore_shop(source: ConnectionSpec, catalog: Catalog, archive: Archive) -> 
             with (archive.path / a.file).open("rb") as f, conn.cursor().copy(target) as copy:
                 for block in iter(lambda: f.read(1 << 18), b""):
                     copy.write(block)
-            check = table_checksum(conn, t, shop, a.columns)
+            check = table_checksum(conn, t, shop, a.columns, catalog, owned=True)
             if (check.rows, check.checksum) != (a.rows, a.checksum):
                 raise CopyError(
                     f"restoring shop {shop}'s {t.name} gave {check} instead of the archived {a.rows} rows, checksum "

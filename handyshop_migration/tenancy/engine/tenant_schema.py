@@ -228,7 +228,10 @@ def _index(table: Table, ix: Index, found: _Findings) -> tuple[Named | None, int
     """The index as a tenant database has it, and the tenant it belongs to (None: every tenant)."""
     drop = _text(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(table.schema, ix.name)))
     if not ix.uses_tenant_column:
-        return Named(ix.name, ix.definition, drop), None
+        # a partitioned table's index prints as `ON ONLY t` (its partitions' indexes are attached one by one);
+        # created on the whole table, every partition gets its own
+        definition = ix.definition.replace(" ON ONLY ", " ON ", 1) if table.partitioned else ix.definition
+        return Named(ix.name, definition, drop), None
     tenant = table.tenant_column
     label = f"index {ix.name} on {table.name}"
     rebuildable = None not in ix.key_columns and tenant not in ix.include_columns
@@ -290,11 +293,17 @@ def _render_table(
     ident = sql.Identifier(table.schema, table.name)
     tenant = table.tenant_column
     create = _text(
-        sql.SQL("CREATE TABLE {} (\n  {}\n)").format(
-            ident, sql.SQL(",\n  ").join(_column_ddl(c) for c in table.tenant_columns)
+        sql.SQL("CREATE TABLE {} (\n  {}\n){}").format(
+            ident, sql.SQL(",\n  ").join(_column_ddl(c) for c in table.tenant_columns),
+            sql.SQL(" PARTITION BY {}").format(sql.SQL(table.partition_key)) if table.partitioned else sql.SQL(""),
         )
     )
+    # the same partitions as the source (rows are routed to them by the copy and by the application)
     post = tuple(
+        _text(sql.SQL("CREATE TABLE {} PARTITION OF {} {}").format(
+            sql.Identifier(table.schema, part.name), ident, sql.SQL(part.bound)))
+        for part in table.partitions
+    ) + tuple(
         _text(
             sql.SQL("ALTER SEQUENCE {} OWNED BY {}").format(
                 sql.Identifier(s.schema, s.name), sql.Identifier(table.schema, table.name, s.column)

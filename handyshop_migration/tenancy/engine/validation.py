@@ -14,7 +14,7 @@ rows costs a sequential scan, not a round trip per row. Names only ever reach SQ
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
@@ -22,7 +22,15 @@ from psycopg import sql
 
 from handyshop_migration.tenancy.db import one_row
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.engine.catalog import Catalog, ForeignKey, Table
+from handyshop_migration.tenancy.engine import membership
+from handyshop_migration.tenancy.engine.catalog import (
+    GLOBAL_ROWS_EVERY_TENANT,
+    IMPLIED,
+    TENANT,
+    Catalog,
+    ForeignKey,
+    Table,
+)
 from handyshop_migration.tenancy.errors import ConfigurationError
 from handyshop_migration.tenancy.names import DEFAULT_GLOBAL_SHOP_IDS
 
@@ -251,13 +259,15 @@ class _Validator:
         if self.users is not None and self.runs("users_without_shop"):
             self.check_users_without_shop()
         self.check_schema_objects()
-        for table in self.catalog.tables:
+        for table in self.catalog.tenant_tables:
             if table.name in self.usable:
                 self.check_tenant_rows(table)
-        for table in self.catalog.tables:
+        for table in self.catalog.tenant_tables:
             if table.name in self.usable:
                 for fk in table.foreign_keys:
                     self.check_cross_shop(table, fk)
+        if self.runs("implied_rows"):
+            self.check_implied_rows()
         self.count_other_tables()
         self.check_connection_budget()
         total = sum(self.row_counts.values())
@@ -347,7 +357,7 @@ class _Validator:
                     table=t.name,
                     details={"columns": extra},
                 )
-            needed = {t.tenant_column, *t.key_columns, *(c for fk in t.foreign_keys for c in fk.columns)}
+            needed = {t.tenant_column, *t.key_columns, *(c for fk in t.foreign_keys for c in fk.columns)} - {""}
             if needed <= set(present):
                 self.usable.add(t.name)
 
@@ -475,6 +485,8 @@ class _Validator:
                  "they stay in the shared database and no tenant receives them; assign a shop if they belong to one.")
         if globals_:
             emit("global_rows", INFO, list(globals_), f"under the global shop ids {_shops_text(globals_)}",
+                 "known global data, copied into every tenant (the catalog's global_rows: every_tenant)."
+                 if table.global_rows == GLOBAL_ROWS_EVERY_TENANT else
                  "known global data, left in the shared database (not copied to a tenant).")
         if orphans:
             emit("orphan_shop_rows", ERROR, list(orphans),
@@ -482,10 +494,30 @@ class _Validator:
                  "nobody would receive them: reassign them to an existing shop, delete them, or add the ids "
                  "to global_shop_ids if they are global data.")
 
+    def check_implied_rows(self) -> None:
+        """Rows of implied tables whose path leads to no shop (they stay behind) or whose paths disagree
+        (the catalog's path decides; a foreign key along another path would break in the tenant)."""
+        usable = [t for t in self.catalog.of_role(IMPLIED)
+                  if t.name in self.usable and all(h.ref_table in self.usable for h in t.path)]
+        if not usable:
+            return
+        catalog = replace(self.catalog, tables=tuple(t for t in self.catalog.tables if t.name in self.usable))
+        for f in membership.findings(self.conn, catalog, self.shop_ids if self.tenants is not None else None):
+            self.add(
+                "implied_rows",
+                ERROR if f.kind == "ambiguous" else WARNING,
+                f.line(),
+                table=f.table,
+                shop_ids=f.shops if f.kind == "ambiguous" else (),
+                details={"kind": f.kind, "count": f.count, "keys": list(f.ids)},
+            )
+
     def check_cross_shop(self, child: Table, fk: ForeignKey) -> None:
         if fk.ref_table not in self.usable:
             return
         parent = self.catalog.table(fk.ref_table)
+        if parent.role != TENANT:
+            return
         # The tenant column inside a composite FK already pins the shop; the rest says which parent row.
         pairs = [
             (c, r) for c, r in zip(fk.columns, fk.ref_columns, strict=True)
@@ -498,8 +530,11 @@ class _Validator:
             "SELECT c.{ctc}, p.{ptc}, count(*), "
             "(array_agg({ck} ORDER BY {ck}))[1:%s], (array_agg({pk} ORDER BY {ck}))[1:%s] "
             "FROM {child} c JOIN {parent} p ON {join} "
-            "WHERE c.{ctc} IS DISTINCT FROM p.{ptc} GROUP BY 1, 2 ORDER BY 1, 2"
+            "WHERE c.{ctc} IS DISTINCT FROM p.{ptc} {globals_ok} GROUP BY 1, 2 ORDER BY 1, 2"
         ).format(
+            # a global parent copied into every tenant is there for every child
+            globals_ok=sql.SQL("AND NOT coalesce(p.{} = ANY(%s::bigint[]), false)").format(sql.Identifier(parent.tenant_column))
+            if parent.global_rows == GLOBAL_ROWS_EVERY_TENANT else sql.SQL(""),
             ctc=sql.Identifier(child.tenant_column),
             ptc=sql.Identifier(parent.tenant_column),
             ck=child_key.expression,
@@ -510,7 +545,8 @@ class _Validator:
                 sql.SQL("p.{} = c.{}").format(sql.Identifier(r), sql.Identifier(c)) for c, r in pairs
             ),
         )
-        groups = self.conn.execute(query, (MAX_IDS, MAX_IDS)).fetchall()
+        globals_param = (list(self.catalog.global_tenant_ids),) if parent.global_rows == GLOBAL_ROWS_EVERY_TENANT else ()
+        groups = self.conn.execute(query, (MAX_IDS, MAX_IDS, *globals_param)).fetchall()
         if not groups:
             return
         references = sorted(

@@ -22,7 +22,8 @@ import psycopg
 from psycopg import sql
 
 from handyshop_migration.tenancy.db import one_row
-from handyshop_migration.tenancy.engine.catalog import Catalog, Table
+from handyshop_migration.tenancy.engine import membership
+from handyshop_migration.tenancy.engine.catalog import GLOBAL_ROWS_STAY, TENANT, Catalog, Table
 from handyshop_migration.tenancy.engine.copy import state_table
 from handyshop_migration.tenancy.errors import CopyError
 
@@ -71,22 +72,30 @@ def row_hash(table: Table, columns: tuple[str, ...] | None = None, alias: str | 
 
 
 def checksum_query(
-    table: Table, shop_id: int | None, columns: tuple[str, ...] | None = None
-) -> tuple[sql.Composable, tuple[int, ...]]:
-    """The query for one side: the shared database with `shop_id`, a tenant database without.
+    table: Table, shop_id: int | None, columns: tuple[str, ...] | None = None, catalog: Catalog | None = None,
+    *, owned: bool = False,
+) -> tuple[sql.Composable, tuple[object, ...]]:
+    """The query for one side: the shared database with `shop_id` (the rows the shop's tenant holds, see
+    `membership.slice_source`; with `owned`, the rows that belong to the shop), a tenant database without.
     `columns` defaults to the copied columns (the retirement archive adds the tenant column)."""
-    base = sql.SQL("SELECT count(*), coalesce(sum({}), 0)::text FROM ONLY {}").format(
-        row_hash(table, columns), sql.Identifier(table.schema, table.name)
-    )
     if shop_id is None:
-        return base, ()
-    return sql.SQL("{} WHERE {} = %s").format(base, sql.Identifier(table.tenant_column)), (shop_id,)
+        source: sql.Composable = sql.SQL("FROM {} t").format(membership.relation(table))
+        params: tuple[object, ...] = ()
+    else:
+        if catalog is None:
+            catalog = Catalog(tenant_column=table.tenant_column, tables=(table,))
+            if table.role != TENANT or table.global_rows != GLOBAL_ROWS_STAY:
+                raise CopyError(f"{table.name} is a {table.role} table: its slice is read with the catalog; pass it.")
+        pick = membership.owned_source if owned else membership.slice_source
+        source, params = pick(catalog, table, shop_id)
+    return sql.SQL("SELECT count(*), coalesce(sum({}), 0)::text {}").format(row_hash(table, columns, "t"), source), params
 
 
 def table_checksum(
-    conn: psycopg.Connection, table: Table, shop_id: int | None = None, columns: tuple[str, ...] | None = None
+    conn: psycopg.Connection, table: Table, shop_id: int | None = None, columns: tuple[str, ...] | None = None,
+    catalog: Catalog | None = None, *, owned: bool = False,
 ) -> TableChecksum:
-    query, params = checksum_query(table, shop_id, columns)
+    query, params = checksum_query(table, shop_id, columns, catalog, owned=owned)
     row = one_row(conn, query, params)
     return TableChecksum(int(row[0]), str(row[1]))
 
@@ -106,7 +115,9 @@ def verify_tables(
     results = []
     for name in names:
         t = catalog.table(name)
-        results.append(TableVerification(name, shop_id, table_checksum(source, t, shop_id), table_checksum(tenant, t)))
+        results.append(
+            TableVerification(name, shop_id, table_checksum(source, t, shop_id, catalog=catalog), table_checksum(tenant, t))
+        )
     return results
 
 
@@ -126,7 +137,7 @@ def record_source_checksum(
 ) -> TableChecksum:
     """The source side only, taken in the copy's snapshot and recorded for the checks; the pipeline's
     parity check computes the tenant side right after, so scanning the tenant here too would be waste."""
-    checksum = table_checksum(source, catalog.table(table), shop_id)
+    checksum = table_checksum(source, catalog.table(table), shop_id, catalog=catalog)
     _record(tenant, table, checksum)
     return checksum
 

@@ -9,7 +9,8 @@ from importlib.resources import files
 
 from psycopg import sql
 
-from handyshop_migration.tenancy.engine.catalog import Table
+from handyshop_migration.tenancy.engine import membership
+from handyshop_migration.tenancy.engine.catalog import IMPLIED, REFERENCE, Catalog, Table
 
 
 @cache
@@ -50,15 +51,29 @@ def event_functions(schema: str, base: str) -> dict[str, sql.Identifier]:
     }
 
 
-def capture_function(template: str, function: sql.Identifier | dict[str, sql.Identifier], table: Table) -> sql.Composed:
+def capture_function(template: str, function: sql.Identifier | dict[str, sql.Identifier], table: Table,
+                     catalog: Catalog | None = None) -> sql.Composed:
     """The CREATE OR REPLACE FUNCTION(s) of one table from `shared_capture.sql` (a dict of the per-event
-    names) or `tenant_capture.sql` (one name)."""
+    names) or `tenant_capture.sql` (one name). On the shared side an implied table's functions come from
+    `shared_capture_implied.sql` (the owner looked up along the path; needs `catalog`), a reference table's
+    from `shared_capture_reference.sql`."""
     keys = table.key_columns
     names = function if isinstance(function, dict) else {"function": function}
+    extra: dict[str, sql.Composable] = {}
+    if template == "shared_capture.sql" and table.role == IMPLIED:
+        if catalog is None:
+            raise ValueError(f"the capture of implied table {table.name} needs the catalog")
+        template = "shared_capture_implied.sql"
+        extra = {"owner_new": membership.owner_lookup(catalog, table, "NEW"),
+                 "owner_old": membership.owner_lookup(catalog, table, "OLD")}
+    elif template == "shared_capture.sql" and table.role == REFERENCE:
+        template = "shared_capture_reference.sql"
+    if table.tenant_column:
+        extra["tenant_column"] = sql.Identifier(table.tenant_column)
     return sql.SQL(text(template)).format(
         **names,
+        **extra,
         table=sql.Literal(table.name),
-        tenant_column=sql.Identifier(table.tenant_column),
         new_key=key_object(keys, "NEW"),
         old_key=key_object(keys, "OLD"),
         key_changed=key_changed(keys),

@@ -29,8 +29,9 @@ from psycopg import sql
 
 from handyshop_migration.tenancy.db import one_row, replaying
 from handyshop_migration.tenancy.dsn import ConnectionSpec
+from handyshop_migration.tenancy.engine import membership
 from handyshop_migration.tenancy.engine.capture.shared import Lag
-from handyshop_migration.tenancy.engine.catalog import Catalog, Table
+from handyshop_migration.tenancy.engine.catalog import REFERENCE, Catalog, Table
 from handyshop_migration.tenancy.engine.copy import SourceSnapshot, copy_out, stream_copy
 from handyshop_migration.tenancy.errors import CaptureError
 from handyshop_migration.tenancy.names import capture, control
@@ -84,12 +85,37 @@ def _join_keys(table: Table, alias: str = "t", keys: str = "k") -> sql.Composabl
     )
 
 
-def _fetch_rows(conn: psycopg.Connection, table: Table, keys: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Current rows for `keys` (as jsonb objects: every type survives the round trip exactly)."""
-    query = sql.SQL("SELECT to_jsonb(t) FROM ONLY {t} t JOIN jsonb_populate_recordset(NULL::{t}, %s::jsonb) k ON {on}").format(
-        t=sql.Identifier(table.schema, table.name), on=_join_keys(table)
-    )
-    return [r[0] for r in conn.execute(query, (_keys_json(keys),)).fetchall()]
+def _fetch_rows(conn: psycopg.Connection, table: Table, keys: Sequence[dict[str, Any]],
+                slice_of: tuple[Catalog, int] | None = None) -> list[dict[str, Any]]:
+    """Current rows for `keys` (as jsonb objects: every type survives the round trip exactly); with
+    `slice_of` (catalog, shop) only those the shop's tenant holds (`membership.slice_source`)."""
+    if slice_of is None:
+        source: sql.Composable = sql.SQL("FROM {} t").format(membership.relation(table))
+        where: sql.Composable = sql.SQL("WHERE true")
+        params: tuple[object, ...] = ()
+    else:
+        source, params = membership.slice_source(slice_of[0], table, slice_of[1])
+        where = sql.SQL("")
+    query = sql.SQL(
+        "SELECT to_jsonb(t) {source} {where} AND EXISTS (SELECT 1 FROM jsonb_populate_recordset(NULL::{t}, %s::jsonb) k "
+        "WHERE {on})"
+    ).format(source=source, where=where, t=sql.Identifier(table.schema, table.name), on=_join_keys(table))
+    return [r[0] for r in conn.execute(query, (*params, _keys_json(keys))).fetchall()]
+
+
+def _children(conn: psycopg.Connection, catalog: Catalog, keys: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Add to `keys` the keys of implied rows whose path passes through a row with a key in `keys`: a parent
+    that changed its tenant (or went) takes its children along, though no child row changed."""
+    for parent_name in list(keys):
+        parent = catalog.table(parent_name)
+        if not parent.key_columns:
+            continue
+        for child, hop in membership.children_through(catalog, parent):
+            if not child.key_columns:
+                continue
+            query = membership.child_keys_query(catalog, child, hop, parent)
+            for (key,) in conn.execute(query, (_keys_json(keys[parent_name].values()),)).fetchall():
+                keys.setdefault(child.name, {})[key_text(key, child)] = key
 
 
 @dataclass
@@ -189,8 +215,8 @@ def _delete(conn: psycopg.Connection, table: Table, keys: list[dict[str, Any]], 
     on = [_join_keys(table)]
     if shop_column is not None:
         on.append(sql.SQL("t.{} = {}").format(sql.Identifier(shop_column[0]), sql.Literal(shop_column[1])))
-    query = sql.SQL("DELETE FROM ONLY {t} t USING jsonb_populate_recordset(NULL::{t}, %s::jsonb) k WHERE {on}").format(
-        t=sql.Identifier(table.schema, table.name), on=sql.SQL(" AND ").join(on)
+    query = sql.SQL("DELETE FROM {r} t USING jsonb_populate_recordset(NULL::{t}, %s::jsonb) k WHERE {on}").format(
+        r=membership.relation(table), t=sql.Identifier(table.schema, table.name), on=sql.SQL(" AND ").join(on)
     )
     return conn.execute(query, (_keys_json(keys),)).rowcount
 
@@ -217,7 +243,8 @@ def _clash(conn: psycopg.Connection, table: Table, rows: list[dict[str, Any]], s
 
 
 def recopy_table(
-    direction: Direction, origin: psycopg.Connection, target: psycopg.Connection, table: Table, shop_id: int
+    direction: Direction, origin: psycopg.Connection, target: psycopg.Connection, table: Table, shop_id: int,
+    catalog: Catalog | None = None,
 ) -> int:
     """Replace the shop's rows of `table` at the target with the origin's (inside the caller's replica-mode
     target transaction; `origin` is a snapshot connection): the fallback for tables without a key, and the
@@ -225,8 +252,11 @@ def recopy_table(
     ident = sql.Identifier(table.schema, table.name)
     tc = sql.Identifier(table.tenant_column)
     if not direction.target_has_shop_column:
-        target.execute(sql.SQL("DELETE FROM ONLY {}").format(ident))
-        return stream_copy(origin, target, table, shop_id, freeze=False)[0]
+        target.execute(sql.SQL("DELETE FROM {}").format(membership.relation(table)))
+        return stream_copy(origin, target, table, shop_id, freeze=False, catalog=catalog)[0]
+    if not table.tenant_column:
+        raise CaptureError(f"{table.name} has neither a key nor a tenant column: its rows cannot be copied back "
+                           "to the shared database per shop; give it a primary key.")
     target.execute(sql.SQL("DELETE FROM ONLY {} WHERE {} = %s").format(ident, tc), (shop_id,))
     cols = sql.SQL(", ").join(map(sql.Identifier, table.copy_columns))
     # Text: the shop id is a literal of the query, and text needs no exact type match for it.
@@ -267,9 +297,11 @@ def apply_changes(
     another shop stops the round (CaptureError, nothing of it written)."""
     started = time.perf_counter()
     result = SyncResult(shop_id, direction=direction.name)
-    order = list(catalog.table_names)
+    # the shared database stays the owner of reference rows: a tenant's change to one is not copied back
+    order = [t.name for t in catalog.tables if direction.origin_has_shop_column or t.role != REFERENCE]
     where, params = _shop_filter(direction, shop_id)
-    shop_column = lambda t: (t.tenant_column, shop_id) if direction.target_has_shop_column else None  # noqa: E731
+    shop_column = lambda t: (  # noqa: E731 - implied tables have no tenant column to set or guard
+        (t.tenant_column, shop_id) if direction.target_has_shop_column and t.tenant_column else None)
     with origin.connect() as log_conn, target.connect() as tconn:
         result.watermark, high = _watermark(log_conn, direction)
         batch_query = sql.SQL(
@@ -289,13 +321,19 @@ def apply_changes(
                     result.stopped = "watermark"
                     break
                 batch = _read_batch(rows, catalog)
+                if direction.origin_has_shop_column:
+                    # children move with their parents: found at the origin (entering) and the target (leaving)
+                    _children(snap.conn, catalog, batch.keys)
+                    _children(tconn, catalog, batch.keys)
+                    tconn.rollback()
                 upserts: dict[str, list[dict[str, Any]]] = {}
                 deletes: dict[str, list[dict[str, Any]]] = {}
                 for name, keys in batch.keys.items():
                     table = catalog.table(name)
-                    current = _fetch_rows(snap.conn, table, list(keys.values()))
-                    if direction.origin_has_shop_column:
-                        current = [r for r in current if r.get(table.tenant_column) == shop_id]
+                    if name not in order:
+                        continue
+                    current = _fetch_rows(snap.conn, table, list(keys.values()),
+                                          (catalog, shop_id) if direction.origin_has_shop_column else None)
                     present = {key_text(r, table) for r in current}
                     upserts[name] = current
                     deletes[name] = [k for text, k in keys.items() if text not in present]
@@ -312,7 +350,7 @@ def apply_changes(
                         result.deleted += _delete(tconn, table, deletes.get(name, []), shop_column(table))
                     for name in order:
                         if name in batch.keyless:
-                            recopy_table(direction, snap.conn, tconn, catalog.table(name), shop_id)
+                            recopy_table(direction, snap.conn, tconn, catalog.table(name), shop_id, catalog)
                             result.recopied.append(name)
                 result.snapshot = snap.token
             _consume(log_conn, direction, shop_id, batch, result.snapshot)

@@ -70,7 +70,8 @@ def _exists(conn: psycopg.Connection) -> bool:
 
 def version() -> str:
     """Of the shared side's SQL: a new version is installed over the old one."""
-    text = _sql.text("shared_schema.sql") + _sql.text("shared_capture.sql")
+    text = "".join(_sql.text(f) for f in ("shared_schema.sql", "shared_capture.sql", "shared_capture_implied.sql",
+                                           "shared_capture_reference.sql"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -117,7 +118,9 @@ def install(source: psycopg.Connection, catalog: Catalog) -> list[str]:
         }
         for t in catalog.tables:
             fn = _sql.function_name(t, "capture")
-            source.execute(_sql.capture_function("shared_capture.sql", _sql.event_functions("handyshop_capture", fn), t))
+            source.execute(
+                _sql.capture_function("shared_capture.sql", _sql.event_functions("handyshop_capture", fn), t, catalog)
+            )
             if have.get((t.schema, t.name)) != (t.tenant_column, list(t.key_columns)):
                 registered.append(t.name)
             source.execute(
@@ -181,13 +184,20 @@ def _trigger_statements(
     )
     new = sql.SQL("NEW.{} = ANY ({})").format(tc, captured)
     old = sql.SQL("OLD.{} = ANY ({})").format(tc, captured)
+    if not column:
+        # an implied or reference table: no column names the shop, so no WHEN; the function decides
+        row_trigger = sql.SQL(
+            "CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {table} FOR EACH ROW {when}EXECUTE FUNCTION {fn}"
+        )
+        new = old = sql.SQL("")
+        tc = sql.SQL("")
     return statements + [
         row_trigger.format(
             name=sql.Identifier(INSERT_TRIGGER), event=sql.SQL("INSERT"), table=table, when=new, fn=call["insert"]
         ),
         row_trigger.format(
             name=sql.Identifier(UPDATE_TRIGGER), event=sql.SQL("UPDATE"), table=table,
-            when=sql.SQL("{} OR {}").format(old, new), fn=call["update"],
+            when=sql.SQL("{} OR {}").format(old, new) if column else sql.SQL(""), fn=call["update"],
         ),
         row_trigger.format(
             name=sql.Identifier(DELETE_TRIGGER), event=sql.SQL("DELETE"), table=table, when=old, fn=call["delete"]

@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from handyshop_migration.tenancy.db import one_row
+from handyshop_migration.tenancy.engine import membership
 from handyshop_migration.tenancy.engine.capture.apply import key_text
 from handyshop_migration.tenancy.engine.catalog import Catalog, Table
 from handyshop_migration.tenancy.engine.verification import (
@@ -30,24 +31,24 @@ from handyshop_migration.tenancy.engine.verification import (
 )
 
 
-def _keys_checksum(conn: psycopg.Connection, table: Table, keys: list[dict[str, Any]], shop_id: int | None) -> TableChecksum:
+def _rows_of(table: Table, catalog: Catalog | None, shop_id: int | None) -> tuple[sql.Composable, tuple[object, ...]]:
+    """`FROM … WHERE …` of the shop's slice in the shared database (`shop_id`), of the whole table in a tenant."""
+    if shop_id is None or catalog is None:
+        return sql.SQL("FROM {} t WHERE true").format(membership.relation(table)), ()
+    return membership.slice_source(catalog, table, shop_id)
+
+
+def _keys_checksum(conn: psycopg.Connection, table: Table, keys: list[dict[str, Any]], shop_id: int | None,
+                   catalog: Catalog | None = None) -> TableChecksum:
     on = sql.SQL(" AND ").join(
         sql.SQL("t.{c} = k.{c}").format(c=sql.Identifier(c)) for c in table.key_columns
     )
+    rows, params = _rows_of(table, catalog, shop_id)
     query = sql.SQL(
-        "SELECT count(*), coalesce(sum({h}), 0)::text FROM ONLY {t} t "
-        "JOIN (SELECT DISTINCT {kc} FROM jsonb_populate_recordset(NULL::{t}, %s::jsonb)) k ON {on}"
-    ).format(
-        h=row_hash(table, alias="t"),
-        t=sql.Identifier(table.schema, table.name),
-        kc=sql.SQL(", ").join(map(sql.Identifier, table.key_columns)),
-        on=on,
-    )
-    params: tuple[object, ...] = (json.dumps(keys, ensure_ascii=False),)
-    if shop_id is not None:
-        query = sql.SQL("{} WHERE t.{} = %s").format(query, sql.Identifier(table.tenant_column))
-        params += (shop_id,)
-    row = one_row(conn, query, params)
+        "SELECT count(*), coalesce(sum({h}), 0)::text {rows} AND EXISTS "
+        "(SELECT 1 FROM jsonb_populate_recordset(NULL::{t}, %s::jsonb) k WHERE {on})"
+    ).format(h=row_hash(table, alias="t"), rows=rows, t=sql.Identifier(table.schema, table.name), on=on)
+    row = one_row(conn, query, (*params, json.dumps(keys, ensure_ascii=False)))
     return TableChecksum(int(row[0]), str(row[1]))
 
 
@@ -68,9 +69,10 @@ def verify_keys(
         table = catalog.table(name)
         wanted = list({key_text(k, table): k for k in keys[name]}.values())
         if not table.key_columns:
-            src, dst = table_checksum(source, table, shop_id), table_checksum(tenant, table)
+            src, dst = table_checksum(source, table, shop_id, catalog=catalog), table_checksum(tenant, table)
         else:
-            src, dst = _keys_checksum(source, table, wanted, shop_id), _keys_checksum(tenant, table, wanted, None)
+            src = _keys_checksum(source, table, wanted, shop_id, catalog)
+            dst = _keys_checksum(tenant, table, wanted, None)
         results.append(TableVerification(name, shop_id, src, dst))
     return results
 
@@ -101,18 +103,16 @@ def forget_touched(source: psycopg.Connection, shop_id: int) -> int:
         return source.execute("DELETE FROM handyshop_capture.touched WHERE shop_id = %s", (shop_id,)).rowcount
 
 
-def _all_but_checksum(conn: psycopg.Connection, table: Table, keys: list[dict[str, Any]], shop_id: int | None) -> TableChecksum:
+def _all_but_checksum(conn: psycopg.Connection, table: Table, keys: list[dict[str, Any]], shop_id: int | None,
+                      catalog: Catalog | None = None) -> TableChecksum:
     """Count and checksum of the slice without the rows of `keys` (an anti-join on the key)."""
     on = sql.SQL(" AND ").join(sql.SQL("t.{c} = k.{c}").format(c=sql.Identifier(c)) for c in table.key_columns)
+    rows, params = _rows_of(table, catalog, shop_id)
     query = sql.SQL(
-        "SELECT count(*), coalesce(sum({h}), 0)::text FROM ONLY {t} t WHERE NOT EXISTS "
+        "SELECT count(*), coalesce(sum({h}), 0)::text {rows} AND NOT EXISTS "
         "(SELECT 1 FROM jsonb_populate_recordset(NULL::{t}, %s::jsonb) k WHERE {on})"
-    ).format(h=row_hash(table, alias="t"), t=sql.Identifier(table.schema, table.name), on=on)
-    params: tuple[object, ...] = (json.dumps(keys, ensure_ascii=False),)
-    if shop_id is not None:
-        query = sql.SQL("{} AND t.{} = %s").format(query, sql.Identifier(table.tenant_column))
-        params += (shop_id,)
-    row = one_row(conn, query, params)
+    ).format(h=row_hash(table, alias="t"), rows=rows, t=sql.Identifier(table.schema, table.name), on=on)
+    row = one_row(conn, query, (*params, json.dumps(keys, ensure_ascii=False)))
     return TableChecksum(int(row[0]), str(row[1]))
 
 
@@ -137,9 +137,10 @@ def verify_outside_pending(
         if not table.key_columns:
             if keys:
                 continue
-            src, dst = table_checksum(snapshot, table, shop_id), table_checksum(tenant, table)
+            src, dst = table_checksum(snapshot, table, shop_id, catalog=catalog), table_checksum(tenant, table)
         else:
-            src, dst = _all_but_checksum(snapshot, table, keys, shop_id), _all_but_checksum(tenant, table, keys, None)
+            src = _all_but_checksum(snapshot, table, keys, shop_id, catalog)
+            dst = _all_but_checksum(tenant, table, keys, None)
         results.append(TableVerification(table.name, shop_id, src, dst))
     tenant.rollback()
     return results, sum(len(k) for k in pending.values())
