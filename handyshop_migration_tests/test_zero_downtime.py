@@ -5,6 +5,7 @@ Every test sets up its own world (`make_world`): none depends on another having 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -217,3 +218,59 @@ def test_a_live_tenant_is_never_reloaded_and_phase3_can_be_undone(make_world: Ca
         assert all(v.ok for v in verify_tables(src, tenant, world.catalog, shop))
     with pytest.raises(LifecycleRefused, match="not captured"):
         world.workflow.sync(shop)
+
+
+def test_the_rollback_waits_for_a_tenant_write_that_passed_the_guard_before_it_closed(
+    make_world: Callable[..., World],
+) -> None:
+    """The way back from phase 4 closes the tenant's guard, then must wait for every transaction that began
+    before: a write that passed the guard while the shop was live and commits later would otherwise miss the
+    copy-back's snapshot, and the tenant's log would be dropped with it (the demo lost a delete and an update
+    this way). The application writes as its own role, whose sessions the migration's owner role cannot see
+    in pg_stat_activity."""
+    world = make_world(shops=1, scale=0.05, seed=17)
+    shop = world.shop_ids[0]
+    _live(world, shop)
+    with world.app(shop).connect() as app, world.app(shop).connect(autocommit=True) as late:
+        deleted, updated = app.execute(  # type: ignore[misc]
+            "SELECT min(id), max(id) FROM customers c WHERE NOT EXISTS (SELECT FROM repairs r WHERE r.customer_id = c.id)"
+        ).fetchone()
+        app.commit()
+        # one transaction of the application's, past the guard (the tenant is live), not committed yet
+        app.execute("DELETE FROM customers WHERE id = %s", (deleted,))
+        app.execute("UPDATE customers SET phone = 'committed late' WHERE id = %s", (updated,))
+        failures: list[BaseException] = []
+
+        def roll_back() -> None:
+            try:
+                world.workflow.roll_back_cutover(shop)
+            except BaseException as exc:  # re-raised in the test's thread
+                failures.append(exc)
+
+        thread = threading.Thread(target=roll_back)
+        thread.start()
+        try:
+            with world.tenant(shop).connect() as tenant:
+                deadline = time.monotonic() + 60
+                while (guard := capture.tenant_guard_state(tenant)) is not None and guard.accepts_writes:
+                    assert time.monotonic() < deadline, "the rollback never closed the tenant's guard"
+                    time.sleep(0.02)
+            with pytest.raises(psycopg.Error) as err:  # a write starting now is refused ...
+                late.execute("UPDATE customers SET phone = 'refused' WHERE id = %s", (updated,))
+            assert err.value.sqlstate == capture.FENCE_SQLSTATE
+            time.sleep(2.0)  # ... and the one in flight holds the rollback at the fence
+            record = world.lifecycle.get(shop)
+            assert (record.state, record.writes) == (State.LIVE, "tenant"), (
+                "the rollback went past the tenant's fence while a write the tenant accepted was still in flight"
+            )
+        finally:
+            app.commit()
+            thread.join(120)
+    assert not thread.is_alive() and failures == []
+    record = world.lifecycle.get(shop)
+    assert (record.state, record.writes) == (State.SYNCING, "shared")
+    with world.source.connect() as conn:
+        found = conn.execute(
+            "SELECT id, phone FROM customers WHERE shop_id = %s AND id = ANY(%s) ORDER BY id", (shop, [deleted, updated])
+        ).fetchall()
+    assert found == [(updated, "committed late")]  # both writes came back to the shared database

@@ -264,21 +264,30 @@ def _locked_ddl(conn: psycopg.Connection, statements: list[sql.Composable], what
 def wait_for_older_transactions(conn: psycopg.Connection, *, timeout: float = 300.0) -> None:
     """Wait until every transaction of this database that began before this call has ended.
 
-    After `enable()` or `fence()` commits, a transaction that began earlier may still write without having
-    seen it; once all of them are gone, every write is either captured (or held back), or committed before
-    whatever snapshot is taken next. Our own read-only snapshot sessions (a copy of another shop can hold
-    one for minutes) never write, so they are not waited for; nor are other databases' transactions, nor
-    background workers (autovacuum writes no rows).
+    After `enable()`, `fence()` or `close_tenant_writes()` commits, a transaction that began earlier may still
+    write without having seen it; once all of them are gone, every write is either captured (or held back), or
+    committed before whatever snapshot is taken next. Our own read-only snapshot sessions (a copy of another
+    shop can hold one for minutes) never write, so they are not waited for; nor are other databases'
+    transactions, nor background workers (autovacuum writes no rows).
 
     Call it on a connection opened before the fence committed: a write that begins after the fence is held
     by it and is an open transaction too — found by a late look, it would be waited for until its hold ends
-    (at most the fence's max wait)."""
+    (at most the fence's max wait).
+
+    A transaction is known by the virtual transaction id it holds a lock on from its first statement to its
+    end (`pg_locks`, which every role sees in full), not by `pg_stat_activity.xact_start`: that column is
+    NULL for another role's sessions unless the reader has pg_read_all_stats, and the migration's owner
+    role of a tenant database does not see the application role's transactions there — the tenant's fence
+    then waited for nothing, and a write in flight at the rollback's close was lost."""
     conn.commit()
     older = conn.execute(
-        "SELECT pid, xact_start FROM pg_stat_activity WHERE datname = current_database() "
-        "AND backend_type = 'client backend' "  # autovacuum and the like write no rows of a shop
-        "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL AND xact_start < clock_timestamp() "
-        "AND application_name IS DISTINCT FROM %s",
+        "SELECT l.pid, l.virtualxid FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'virtualxid' AND l.mode = 'ExclusiveLock' AND l.granted "
+        "AND a.datname = pg_catalog.current_database() AND l.pid <> pg_catalog.pg_backend_pid() "
+        "AND a.backend_type = 'client backend' "  # autovacuum and the like write no rows of a shop
+        # only our own role's snapshot sessions are let off: an application cannot name itself out of the wait
+        "AND (a.application_name IS DISTINCT FROM %s "
+        "OR a.usesysid IS DISTINCT FROM (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user))",
         (SNAPSHOT_APPLICATION,),
     ).fetchall()
     conn.commit()
@@ -286,9 +295,9 @@ def wait_for_older_transactions(conn: psycopg.Connection, *, timeout: float = 30
     delay = 0.005
     while older:
         still = conn.execute(
-            "SELECT pid, xact_start FROM pg_stat_activity WHERE (pid, xact_start) IN "
-            "(SELECT * FROM unnest(%s::int[], %s::timestamptz[]))",
-            ([p for p, _ in older], [x for _, x in older]),
+            "SELECT pid, virtualxid FROM pg_catalog.pg_locks WHERE locktype = 'virtualxid' AND granted AND "
+            "(pid, virtualxid) IN (SELECT * FROM unnest(%s::int[], %s::text[]))",
+            ([p for p, _ in older], [v for _, v in older]),
         ).fetchall()
         conn.commit()
         if not still:
@@ -300,7 +309,7 @@ def wait_for_older_transactions(conn: psycopg.Connection, *, timeout: float = 30
             )
         older = still
         time.sleep(delay)
-        delay = min(delay * 2, 0.05)  # a poll of pg_stat_activity is cheap; a writer's wait is not
+        delay = min(delay * 2, 0.05)  # a poll of pg_locks is cheap; a writer's wait is not
 
 
 # -- per shop ---------------------------------------------------------------------------------------------
