@@ -23,6 +23,7 @@ CAPTURE = "HANDYSHOP_CAPTURE"  # "off" copies without capturing writes (no phase
 ARCHIVE_DIR = "HANDYSHOP_ARCHIVE_DIR"  # where phase 5 archives a shop's rows before deleting them
 SERVERS = "HANDYSHOP_SERVERS"  # the tenant servers (YAML/JSON file: names, admin URL variables, capacities); optional
 ENCRYPTION_KEY = "TENANT_ENCRYPTION_KEY"
+APP_ENCRYPTION_KEY = "HANDYSHOP_APP_ENCRYPTION_KEY"  # the real app's own key, for export-app-registry
 OLD_ENCRYPTION_KEYS = "TENANT_ENCRYPTION_OLD_KEYS"
 
 DEFAULT_BACKUP_DIR = "backups"

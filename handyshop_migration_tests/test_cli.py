@@ -11,7 +11,9 @@ from pathlib import Path
 from handyshop_migration import settings
 from handyshop_migration.devtools.seed import seed_database
 from handyshop_migration.tenancy.application.encryption import generate_key
+from handyshop_migration.tenancy.application.export import AppSecretCipher
 from handyshop_migration.tenancy.dsn import ConnectionSpec
+from handyshop_migration.tenancy.secrets import Secret
 from handyshop_migration_tests.support.databases import (
     create_database,
     drop_database,
@@ -82,7 +84,7 @@ def test_unreachable_server_is_one_clear_line_without_the_password(tmp_path: Pat
 
 
 def test_every_command_explains_itself() -> None:
-    for command in ("demo", "dev", "prepare", "migrate", "status", "inspect", "seed", "add-shop"):
+    for command in ("demo", "dev", "prepare", "migrate", "rollback", "status", "inspect", "seed", "add-shop", "export-app-registry"):
         result = run([command, "--help"])
         assert result.returncode == 0 and "usage: handyshop-migration" in result.stdout
         assert settings.SOURCE_URL in result.stdout  # the environment is documented on every command
@@ -114,6 +116,19 @@ def test_migrate_and_status_on_the_production_path(pg_server: ConnectionSpec, tm
         assert unknown.returncode == 2 and "77" in unknown.stderr
         empty = run(["migrate", "--shops=,"], env)
         assert empty.returncode == 2 and "names no shop" in empty.stderr and len(empty.stderr.strip().splitlines()) == 1
+        # the registry in the real app's own table and format, under the app's key
+        no_key = run(["export-app-registry"], env)
+        assert no_key.returncode == 2 and settings.APP_ENCRYPTION_KEY in no_key.stderr
+        app_key = generate_key()
+        exported = run(["export-app-registry"], {**env, settings.APP_ENCRYPTION_KEY: app_key})
+        assert exported.returncode == 0 and "2 inserted" in exported.stdout, exported.stdout + exported.stderr
+        assert app_key not in exported.stdout + exported.stderr
+        with source.connect() as conn:
+            stored = conn.execute("SELECT shop_id, username, encrypted_password, is_active FROM tenant_connections ORDER BY 1").fetchall()
+        cipher = AppSecretCipher(Secret(app_key))
+        assert [(s, u, a) for s, u, _, a in stored] == [(1, ns + "shop_user_1", True), (3, ns + "shop_user_3", True)]
+        for shop, role, token, _ in stored:
+            ConnectionSpec(source.host, source.port, role, Secret(cipher.decrypt(token)), ns + f"shop_{shop}_db").connect().close()
     finally:
         drop_database(pg_server, source.dbname)
         drop_namespace(pg_server, ns)

@@ -66,6 +66,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             and (app is None or not app.errors)
         )
         say()
+        windows = {o.shop_id: o.record.details.get("fence_windows", []) for o in outcomes if o.record is not None}
+        if any(windows.values()):
+            say("writes waited at cutover (fence window per shop): "
+                + ", ".join(f"shop {s} {w[-1]:.2f}s" for s, w in sorted(windows.items()) if w))
         if app is not None:
             say(f"the application made {sum(app.writes.values())} writes ({dict(app.ops)}); "
                 f"{app.fence_retries} retries met a fence during cutovers; errors: {app.errors[:3] or 'none'}")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from handyshop_migration import settings
-from handyshop_migration.cli import fleet, local, migration, tools
+from handyshop_migration.cli import app, fleet, local, migration, tools
 from handyshop_migration.cli.environment import EPILOG, positive_float, positive_int
 
 Arguments = Callable[[argparse.ArgumentParser], None]
@@ -77,6 +77,14 @@ def _seed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--orphan-rows", action="store_true")
 
 
+def _export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target-url", default="", help=f"database holding the app's table (default: ${settings.SOURCE_URL})")
+    p.add_argument("--schema", default="public", help="schema of the app's table (default public)")
+    p.add_argument("--table", default="tenant_connections", help="the app's table (default tenant_connections)")
+    p.add_argument("--host", default="", help="host the app reaches the tenant server at, if not the registry's")
+    p.add_argument("--port", type=int, default=None, help="port the app reaches the tenant server at")
+
+
 def _add_shop(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--url", default="", help=f"shared database URL (default: ${settings.SOURCE_URL}, else the dev stack)")
@@ -125,6 +133,9 @@ VERBS: tuple[Verb, ...] = (
     Verb("seed", tools.cmd_seed, "Create a realistic shared Handyshop database (refuses a database that has one).",
          _seed),
     Verb("add-shop", local.cmd_add_shop, "Add a shop to the shared database, as a sign-up would.", _add_shop),
+    Verb("export-app-registry", app.cmd_export_app_registry, "Write the registry into the application's own "
+         "tenant_connections table, secrets in its format under its key (HANDYSHOP_APP_ENCRYPTION_KEY), so that its "
+         "own router reaches migrated shops unchanged.", _export),
     Verb("servers", fleet.cmd_servers, "The tenant servers (HANDYSHOP_SERVERS): databases, bytes, tenants and "
          "connection budget of each, the placement balance, and the shops behind the newest tenant migration.", _servers),
     Verb("migrate-schemas", fleet.cmd_migrate_schemas, "Apply pending tenant migrations to every provisioned shop (a "

@@ -376,11 +376,15 @@ class Workflow:
                 error=str(exc)[:2000], effects=[lambda c: capture.clear_fence(c, shop_id)],
             )
             raise
+        report.fenced_seconds = time.perf_counter() - fenced_at
         final = self.lifecycle.apply(
             shop_id, "finish_cutover", reason=f"{reason}: reads and writes to the tenant",
-            details={"id_reservations": {k: list(v) for k, v in report.reservations.items()}},
+            details={
+                "id_reservations": {k: list(v) for k, v in report.reservations.items()},
+                # how long the shop's writes waited, per cutover: status reports the fleet's p50/p95
+                "fence_windows": [*st.details.get("fence_windows", []), round(report.fenced_seconds, 4)],
+            },
         )
-        report.fenced_seconds = time.perf_counter() - fenced_at
         report.state = final.state.value
         report.step(f"live: reads and writes go to the tenant (writes paused {report.fenced_seconds:.2f}s)")
         return report
