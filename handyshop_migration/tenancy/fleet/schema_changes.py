@@ -166,8 +166,9 @@ class SchemaChanges:
                 report = apply_migrations(conn, self.migrations)
         return ShopSchema(shop_id, creds.server, report.version, report.applied, time.perf_counter() - started)
 
-    def run_one(self, shop_id: int, record: ShopState | None = None) -> ShopSchema:
-        """`apply`, with the outcome recorded in the shop's details (what status and the stale list read)."""
+    def run_one(self, shop_id: int, record: ShopState | None = None, *, batch: bool = False) -> ShopSchema:
+        """`apply`, with the outcome recorded in the shop's details (what status and the stale list read); with
+        `batch` the record waits for the next 50 (`flush()` writes the rest)."""
         try:
             result = self.apply(shop_id, record)
         except (HandyshopError, psycopg.Error) as exc:
@@ -180,6 +181,8 @@ class SchemaChanges:
             version = str((record.details if record else {}).get("schema_version", ""))
             result = ShopSchema(shop_id, server, version, error=one_line(exc), refused=refused)
         self._note(result)
+        if not batch:
+            self.flush()
         return result
 
     def _note(self, result: ShopSchema) -> None:
@@ -221,7 +224,7 @@ class SchemaChanges:
         size = workers or max(1, min(len(todo), self.per_server * max(1, len(by_server))))
         try:
             with ThreadPoolExecutor(max_workers=size, thread_name_prefix="schema") as pool:
-                report.results = list(pool.map(lambda r: self.run_one(r.shop_id, r), todo))
+                report.results = list(pool.map(lambda r: self.run_one(r.shop_id, r, batch=True), todo))
         finally:
             self.flush()
         report.seconds = time.perf_counter() - started
