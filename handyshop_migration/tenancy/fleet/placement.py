@@ -328,8 +328,8 @@ class ShopSizeEstimator:
                     "SELECT pg_total_relation_size(c.oid), c.reltuples FROM pg_class c WHERE c.oid = %s::regclass",
                     (ident.as_string(None),),
                 )
-                if float(tuples) < 0:  # never analyzed: count once
-                    tuples = one_row(conn, sql.SQL("SELECT count(*) FROM ONLY {}").format(ident))[0]
+                # Never analyzed (-1) or empty: no width to go by (a count would scan a production table); the
+                # measured size corrects the record later (`measure`).
                 widths[t.name] = float(size) / float(tuples) if float(tuples) > 0 else 0.0
             self._widths = widths
         return self._widths
