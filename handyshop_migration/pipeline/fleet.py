@@ -299,8 +299,8 @@ def build_fleet_jobs(catalog: Catalog) -> list[Any]:
         description="Every provisioned shop to the newest tenant migration (fleet_schema).",
     )
     migrate_tenant_schema = dg.define_asset_job(
-        "migrate_tenant_schema", selection=dg.AssetSelection.assets(TENANT_SCHEMA), partitions_def=shops_partitions,
-        executor_def=dg.in_process_executor, description="One shop's pending tenant migrations (a retry alone).",
+        "migrate_tenant_schema", selection=dg.AssetSelection.assets(TENANT_SCHEMA), executor_def=dg.in_process_executor,
+        description="One shop's pending tenant migrations (a retry alone; partitioned like tenant_schema).",
     )
     rotate_keys = dg.define_asset_job(
         "rotate_registry_keys", selection=dg.AssetSelection.assets(REGISTRY_KEYS), executor_def=dg.in_process_executor,
