@@ -10,6 +10,7 @@ import pytest
 from psycopg import sql
 
 from handyshop_migration.devtools.seed import GLOBAL_SHOP_IDS, TENANT_TABLES
+from handyshop_migration.tenancy.db import replaying
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.engine.catalog import Catalog, introspect, load_catalog
 from handyshop_migration.tenancy.engine.copy import (
@@ -86,6 +87,12 @@ def test_sequences_continue_after_the_copied_ids(migration: World) -> None:
     with migration.source.connect() as src:
         max_customer = src.execute("SELECT max(id) FROM customers").fetchone()[0]  # type: ignore[index]
     with creds.spec().connect() as tenant:
+        # not live yet: the tenant refuses the application's writes (its write guard), naming route()
+        with pytest.raises(psycopg.Error) as refused:
+            tenant.execute("INSERT INTO customers (first_name, last_name, phone) VALUES ('Zu', 'Früh', '1')")
+        assert refused.value.sqlstate == "HS001" and "not live yet" in str(refused.value)
+        tenant.rollback()
+    with migration.tenant(shop).connect() as tenant, replaying(tenant):  # the migration's own replay passes
         new_id = tenant.execute(
             "INSERT INTO customers (first_name, last_name, phone) VALUES ('Neu', 'Kundin', '0660') RETURNING id"
         ).fetchone()[0]  # type: ignore[index]
@@ -97,7 +104,7 @@ def test_sequences_continue_after_the_copied_ids(migration: World) -> None:
             (new_id,),
         ).fetchone()[0]  # type: ignore[index]
         assert repair_id is not None
-        tenant.rollback()
+        raise psycopg.Rollback()  # leave the tenant as it was
 
 
 def test_rerunning_provision_and_copy_changes_nothing(migration: World) -> None:

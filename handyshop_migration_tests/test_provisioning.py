@@ -12,6 +12,7 @@ from psycopg import sql
 from handyshop_migration.tenancy.application.encryption import CredentialCipher, generate_key
 from handyshop_migration.tenancy.application.registry import ConnectionRegistry
 from handyshop_migration.tenancy.dsn import ConnectionSpec
+from handyshop_migration.tenancy.engine.capture import open_tenant_writes
 from handyshop_migration.tenancy.engine.catalog import introspect
 from handyshop_migration.tenancy.engine.migrations import INITIAL, tenant_migrations
 from handyshop_migration.tenancy.engine.provisioning import Provisioner, TenantNaming
@@ -40,6 +41,13 @@ def provisioner(fresh_db: ConnectionSpec, pg_server: ConnectionSpec) -> Iterator
         registry.close()
 
 
+def _live(provisioner: Provisioner, source: ConnectionSpec, shop: int) -> None:
+    """The shop's tenant takes the application's writes (its write guard open), as at a cutover."""
+    catalog = introspect(source, tenant_column="tenant_id")
+    with provisioner.registry.get(shop).owner_spec().connect() as conn:
+        open_tenant_writes(conn, catalog, shop, "test: the application writes here")
+
+
 def _one(spec: ConnectionSpec, query: str, *params: object) -> object:
     with spec.connect() as conn:
         row = conn.execute(query.encode(), params).fetchone()
@@ -63,7 +71,9 @@ def _owners(admin: ConnectionSpec, database: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def test_provision_creates_an_isolated_least_privileged_tenant(provisioner: Provisioner, pg_server: ConnectionSpec) -> None:
+def test_provision_creates_an_isolated_least_privileged_tenant(
+    provisioner: Provisioner, pg_server: ConnectionSpec, fresh_db: ConnectionSpec
+) -> None:
     one, two = provisioner.provision(1), provisioner.provision(2)
     assert one.created_database and one.created_role and one.schema_version == INITIAL
     role, owner = provisioner.naming.role_name(1), provisioner.naming.owner_name(1)
@@ -98,6 +108,7 @@ def test_provision_creates_an_isolated_least_privileged_tenant(provisioner: Prov
     for other in (provisioner.registry.get(2).spec(), provisioner.registry.get(2).owner_spec()):
         with pytest.raises(ConnectionFailed, match="permission denied for database"):
             other.with_db(one.database).connect()
+    _live(provisioner, fresh_db, 1)
     # the application role writes data, but cannot change the schema, attach code to our tables or touch our
     # bookkeeping: nothing it creates can run in the migration's sessions
     with creds.spec().connect() as conn:
@@ -120,9 +131,12 @@ def test_provision_creates_an_isolated_least_privileged_tenant(provisioner: Prov
         conn.execute("SET session_replication_role = replica")
 
 
-def test_rerun_changes_nothing_and_keeps_data(provisioner: Provisioner, pg_server: ConnectionSpec) -> None:
+def test_rerun_changes_nothing_and_keeps_data(
+    provisioner: Provisioner, pg_server: ConnectionSpec, fresh_db: ConnectionSpec
+) -> None:
     first = provisioner.provision(1)
     creds = provisioner.registry.get(1)
+    _live(provisioner, fresh_db, 1)
     with creds.spec().connect() as conn:
         conn.execute('INSERT INTO "MixedCase" ("Key", "Value") VALUES (%s, %s)', ("keep", "me"))
         conn.commit()

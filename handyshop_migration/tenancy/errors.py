@@ -89,3 +89,7 @@ class MoveRefused(HandyshopError):
 
 class ExportError(HandyshopError):
     """Writing the registry into the app's tenant_connections table failed; nothing was written."""
+
+
+class PrivilegeMissing(HandyshopError):
+    """The connected role lacks a privilege the migration needs (the message names it and the GRANT)."""

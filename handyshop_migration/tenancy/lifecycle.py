@@ -469,6 +469,16 @@ class Lifecycle:
             )
         return _row(updated)
 
+    def record_details(self, shop_id: int, details: dict[str, Any]) -> None:
+        """Merge facts about the shop's current state into its record (no transition, no history row)."""
+        with self.control.connect() as conn, conn.transaction():
+            conn.execute(
+                sql.SQL("UPDATE {} SET details = details || %s, updated_at = now() WHERE shop_id = %s").format(
+                    control("shop_lifecycle")
+                ),
+                (Jsonb(details), shop_id),
+            )
+
     def record_error(self, shop_id: int, error: str) -> None:
         """Keep why the last step failed (shown by `status`); the state stays."""
         with self.control.connect() as conn, conn.transaction():

@@ -26,9 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
-
 from handyshop_migration.tenancy.application.encryption import CredentialCipher
 from handyshop_migration.tenancy.application.registry import ConnectionRegistry
 from handyshop_migration.tenancy.application.routing import install_route_function
@@ -41,12 +38,7 @@ from handyshop_migration.tenancy.engine.copy import (
     copy_table,
     pending_foreign_keys,
 )
-from handyshop_migration.tenancy.engine.cutover import (
-    CutoverReport,
-    copy_back_tables,
-    reserve_ids,
-    verify_both_sides,
-)
+from handyshop_migration.tenancy.engine.cutover import CutoverReport, reserve_ids, verify_both_sides
 from handyshop_migration.tenancy.engine.provisioning import Provisioner, ProvisionResult
 from handyshop_migration.tenancy.engine.retirement import (
     Archive,
@@ -147,6 +139,9 @@ class Workflow:
     capture_writes: bool = True  # capture a shop's writes from before its copy's snapshot (phase 3 needs it)
     archive_dir: Path = Path("archives")
     id_block: int = DEFAULT_ID_BLOCK
+    # the fence starts once fewer changes than this are pending (the rest is drained inside it)
+    fence_pending: int = 200
+    fence_lease: float = capture.DEFAULT_LEASE_SECONDS  # renewed while the cutover works; runs out if it dies
     schema: TenantSchema = field(init=False)
 
     session: dict[str, str] = field(init=False)  # settings of our sessions in tenant databases
@@ -200,6 +195,8 @@ class Workflow:
         self.lifecycle.apply(shop_id, "start_provisioning", reason="provisioning its database and roles")
         try:
             result = self.provisioner.provision(shop_id)
+            with self.tenant(shop_id).connect() as tconn:
+                capture.claim_tenant_guard(tconn, shop_id)  # it refuses every write but ours until the shop is live
         except BaseException as exc:
             self._fail(shop_id, exc)
             raise
@@ -280,7 +277,7 @@ class Workflow:
             )
         self.provisioner.require_clean(shop_id)
         try:
-            result = capture.sync_source_to_tenant(self.source, self.tenant(shop_id), self.catalog, shop_id)
+            result = capture.apply_changes(capture.TO_TENANT, self.source, self.tenant(shop_id), self.catalog, shop_id)
         except BaseException as exc:
             self._fail(shop_id, exc)
             raise
@@ -321,15 +318,21 @@ class Workflow:
     def cut_over(self, shop_id: int, *, reason: str = "write cutover") -> CutoverReport:
         """Move the shop's writes (and reads) to its tenant; resumes an interrupted cutover forward.
 
-        Order: sync while the shop still writes to the shared database; fence its writes there (in the
-        lifecycle's transaction); drain; verify every table; reserve id blocks; capture the tenant's writes
-        (the way back); flip routing (one transaction with the fence). A failed gate lifts the fence and
-        leaves the shop where it was."""
+        Outside the fence (the shop still writes to the shared database): sync until little is pending;
+        verify every table in full, consistently, except the keys still pending; reserve id blocks; capture
+        the tenant's own writes (the way back). Inside the fence — the shop's writes wait in the shared
+        database, a lease that runs out if this process dies: drain the last changes, verify only the keys
+        changed since the full verification, flip routing and make the fence permanent in one transaction,
+        open the tenant. So the fence lasts as long as the last changes take, whatever the shop's size. A
+        failed gate lifts the fence and leaves the shop where it was."""
         report = CutoverReport(shop_id)
         st = self.lifecycle.get(shop_id)
         if st.state == State.LIVE:
             with self.tenant(shop_id).connect() as tconn:
-                capture.unfence_tenant(tconn)  # an interrupted rollback may have left the tenant refusing writes
+                guard = capture.tenant_guard_state(tconn)
+                if guard is None or not guard.accepts_writes:  # interrupted after the flip, or after a rollback's fence
+                    capture.open_tenant_writes(tconn, self.catalog, shop_id, f"{reason}: live (resumed)")
+                    report.step("the tenant takes the shop's writes again (an interrupted step left it closed)")
             report.state = st.state.value
             report.step("already live")
             return report
@@ -341,53 +344,86 @@ class Workflow:
         self.provisioner.require_clean(shop_id)
         back_to = State.READS_ROLLOUT if st.reads != "shared" else State.SYNCING
         tenant = self.tenant(shop_id)
+        reservations: dict[str, list[int]] = dict(st.details.get("id_reservations") or {})
         if st.state != State.CUTTING_OVER:
-            pre = capture.sync_source_to_tenant(self.source, tenant, self.catalog, shop_id)
-            report.step(f"synced {pre.changes} changes while the shop still wrote to the shared database")
+            pre = capture.apply_changes(
+                capture.TO_TENANT, self.source, tenant, self.catalog, shop_id, until_pending_below=self.fence_pending
+            )
             report.changes_drained += pre.changes
+            report.step(f"synced {pre.changes} changes while the shop still wrote to the shared database")
+            with SourceSnapshot(self.source) as snap, tenant.connect() as tconn:
+                checked, left_out = capture.verify_outside_pending(snap.conn, tconn, self.catalog, shop_id)
+            bad = [v.describe() for v in checked if not v.ok]
+            if bad:
+                raise CutoverRefused(
+                    f"shop {shop_id}: verification before the fence failed for {', '.join(bad)}; writes stay on the "
+                    "shared database. Re-copy the shop (phase 2) or find what changed the tenant."
+                )
+            with self.source.connect() as sconn:
+                capture.forget_touched(sconn, shop_id)  # from here on, what changes is checked inside the fence
+            report.verification = checked
+            report.step(f"verified {len(checked)} tables in full outside the fence ({left_out} pending keys left to it)")
+            with self.source.connect() as sconn, tenant.connect() as tconn:
+                reserved = reserve_ids(sconn, tconn, self.catalog, shop_id, self.id_block)
+                capture.enable_tenant_capture(tconn, self.catalog, shop_id)
+            reservations = {k: list(v) for k, v in reserved.items()}
+            report.step(f"reserved id blocks of {self.id_block} in {len(reserved)} sequences")
         else:
             report.step("resuming an interrupted cutover")
+        report.reservations = {k: (v[0], v[1]) for k, v in reservations.items()}
+        with self.source.connect() as sconn:
+            capture.prepare_fence(sconn, shop_id)
         self.lifecycle.apply(
             shop_id, "start_cutover", reason=f"{reason}: fencing the shop's writes in the shared database",
-            effects=[lambda c: capture.set_fence(c, shop_id, reason)],
+            details={"id_reservations": reservations},
+            effects=[lambda c: capture.set_fence(c, shop_id, reason, self.fence_lease)],
         )
         with self.source.connect() as conn:
             capture.wait_for_older_transactions(conn)
         fenced_at = time.perf_counter()
-        report.step("shared database fences the shop's writes")
+        report.step("shared database holds the shop's writes (a lease)")
         try:
-            drained = capture.sync_source_to_tenant(self.source, tenant, self.catalog, shop_id)
+            drained = capture.apply_changes(capture.TO_TENANT, self.source, tenant, self.catalog, shop_id)
             report.changes_drained += drained.changes
             if drained.lag.pending:
                 raise CutoverRefused(f"shop {shop_id}: {drained.lag.pending} changes still pending after draining")
             report.step(f"drained {drained.changes} changes: lag 0")
-            verify_both_sides(
-                report, self.source, tenant, self.catalog, shop_id,
-                "writes stay on the shared database. Re-copy the shop (phase 2) or find what changed the tenant.",
-            )
             with self.source.connect() as sconn, tenant.connect() as tconn:
-                report.reservations = reserve_ids(sconn, tconn, self.catalog, shop_id, self.id_block)
-                report.step(f"reserved id blocks of {self.id_block} in {len(report.reservations)} sequences")
-                capture.enable_tenant_capture(tconn, self.catalog, shop_id)
-                _mark_tenant_live(tconn, shop_id, True)
+                capture.renew(sconn, shop_id, self.fence_lease)
+                touched = capture.verify_touched(sconn, tconn, self.catalog, shop_id)
+            bad = [v.describe() for v in touched if not v.ok]
+            if bad:
+                raise CutoverRefused(
+                    f"shop {shop_id}: verification inside the fence failed for {', '.join(bad)}; writes stay on the "
+                    "shared database. Re-copy the shop (phase 2) or find what changed the tenant."
+                )
+            report.step(f"verified the {sum(v.tenant.rows for v in touched)} rows changed since, in {len(touched)} tables")
+            report.verification = _merge(report.verification, touched)
+            final = self.lifecycle.apply(
+                shop_id, "finish_cutover", reason=f"{reason}: reads and writes to the tenant",
+                effects=[lambda c: capture.make_permanent(c, shop_id, reason=f"{reason}: live on the tenant")],
+            )
         except BaseException as exc:
             self.lifecycle.apply(
                 shop_id, "abort_cutover", target=back_to, reason=f"{reason} aborted: {exc}"[:2000],
                 error=str(exc)[:2000], effects=[lambda c: capture.clear_fence(c, shop_id)],
             )
+            with self.source.connect() as sconn:
+                capture.unfence(sconn, shop_id)  # and the triggers stop checking its writes
             raise
+        with tenant.connect() as tconn:
+            capture.open_tenant_writes(tconn, self.catalog, shop_id, f"{reason}: live")
         report.fenced_seconds = time.perf_counter() - fenced_at
-        final = self.lifecycle.apply(
-            shop_id, "finish_cutover", reason=f"{reason}: reads and writes to the tenant",
-            details={
-                "id_reservations": {k: list(v) for k, v in report.reservations.items()},
-                # how long the shop's writes waited, per cutover: status reports the fleet's p50/p95
-                "fence_windows": [*st.details.get("fence_windows", []), round(report.fenced_seconds, 4)],
-            },
-        )
+        self._record_window(shop_id, st, report.fenced_seconds)
         report.state = final.state.value
-        report.step(f"live: reads and writes go to the tenant (writes paused {report.fenced_seconds:.2f}s)")
+        report.step(f"live: reads and writes go to the tenant (writes waited {report.fenced_seconds:.2f}s)")
         return report
+
+    def _record_window(self, shop_id: int, st: ShopState, seconds: float) -> None:
+        """How long the shop's writes waited at this cutover (status reports the fleet's p50/p95)."""
+        self.lifecycle.record_details(
+            shop_id, {"fence_windows": [*st.details.get("fence_windows", []), round(seconds, 4)]}
+        )
 
     def roll_back_cutover(self, shop_id: int, *, reason: str = "rollback of the cutover") -> CutoverReport:
         """The way back from phase 4: every write the tenant took goes back to the shared database, then
@@ -403,24 +439,21 @@ class Workflow:
         self.provisioner.require_clean(shop_id)
         tenant = self.tenant(shop_id)
         with tenant.connect() as tconn:
-            capture.fence_tenant(tconn)  # the tenant refuses the shop's writes from now on (waits out older ones)
+            capture.close_tenant_writes(tconn, shop_id, reason)  # the tenant refuses the shop's writes (waits out older ones)
         fenced_at = time.perf_counter()
         self.lifecycle.apply(shop_id, "start_rollback", reason=f"{reason}: the tenant refuses writes")
-        report.step("tenant database fences the shop's writes")
+        report.step("tenant database refuses the shop's writes")
         try:
-            back = capture.sync_tenant_to_source(tenant, self.source, self.catalog, shop_id)
+            back = capture.apply_changes(capture.TO_SHARED, tenant, self.source, self.catalog, shop_id)
             report.changes_drained = back.changes
             report.step(
-                f"copied back {back.changes} changes the tenant took ({back.upserted} rows written, {back.deleted} deleted)"
+                f"copied back {back.changes} changes the tenant took ({back.upserted} rows written, {back.deleted} deleted"
+                + (f", {len(set(back.recopied))} tables without a key copied whole)" if back.recopied else ")")
             )
-            keyless = [t for t in self.catalog.tables if not t.key_columns]
-            if keyless:
-                copy_back_tables(tenant, self.source, keyless, shop_id)
-                report.step(f"copied back whole tables without a key: {', '.join(t.name for t in keyless)}")
             verify_both_sides(report, self.source, tenant, self.catalog, shop_id, "after copying back; writes stay on the tenant.")
         except BaseException as exc:
             with tenant.connect() as tconn:
-                capture.unfence_tenant(tconn)
+                capture.open_tenant_writes(tconn, self.catalog, shop_id, f"{reason} aborted")
             self.lifecycle.apply(
                 shop_id, "abort_rollback", reason=f"{reason} aborted: {exc}"[:2000], error=str(exc)[:2000]
             )
@@ -429,12 +462,14 @@ class Workflow:
             shop_id, "finish_rollback", reason=f"{reason}: reads and writes back to the shared database",
             effects=[lambda c: capture.clear_fence(c, shop_id)],
         )
+        with self.source.connect() as sconn:
+            capture.unfence(sconn, shop_id)  # the triggers stop checking its writes
         with tenant.connect() as tconn:
-            _mark_tenant_live(tconn, shop_id, False)
+            capture.end_tenant_live(tconn, shop_id, f"{reason}: back on the shared database")
             capture.disable_tenant_capture(tconn, self.catalog)
         report.fenced_seconds = time.perf_counter() - fenced_at
         report.state = final.state.value
-        report.step(f"back on the shared database (writes paused {report.fenced_seconds:.2f}s)")
+        report.step(f"back on the shared database (writes waited {report.fenced_seconds:.2f}s)")
         return report
 
     # -- phase 5 ---------------------------------------------------------------------------------------
@@ -506,6 +541,12 @@ class Workflow:
         )
 
 
+def _merge(full: list[TableVerification], touched: list[TableVerification]) -> list[TableVerification]:
+    """The full verification's results, with the tables checked again inside the fence replaced."""
+    by_table = {v.table: v for v in touched}
+    return [by_table.pop(v.table, v) for v in full] + list(by_table.values())
+
+
 def ensure_control(control: ConnectionSpec, cipher: CredentialCipher) -> None:
     """The control records (registry, lifecycle, routing function) exist in the control database; idempotent.
     What an application (or the demo's) needs before it asks `route()`."""
@@ -520,18 +561,6 @@ def _load_archive(path: str | None) -> Archive | None:
     if not path or not (Path(path) / "manifest.json").is_file():
         return None
     return Archive.load(path)
-
-
-def _mark_tenant_live(tconn: psycopg.Connection, shop_id: int, live: bool) -> None:
-    """The tenant's own record of being live (copy refuses to reload a live tenant)."""
-    with tconn.transaction():
-        tconn.execute(
-            sql.SQL(
-                "INSERT INTO handyshop_migration.lifecycle (shop_id, live_since) VALUES (%s, CASE WHEN %s THEN now() END) "
-                "ON CONFLICT (shop_id) DO UPDATE SET live_since = CASE WHEN %s THEN now() END"
-            ),
-            (shop_id, live, live),
-        )
 
 
 __all__ = [

@@ -7,6 +7,8 @@
   `COPY ... FROM STDIN` chunk by chunk; no row is materialised in Python, memory stays flat. BINARY
   format, except for tables whose types embed server-specific OIDs (arrays of enums, composites), which
   go as text.
+- A replay: each load runs in replica mode (`db.replaying`), so no trigger of the tenant fires — not its
+  write guard, not a trigger carried over from the application — and the rows are the source's exactly.
 - Rerunnable: per table, one tenant transaction truncates and loads (`COPY FREEZE`: no second write of
   every page for hint bits), so a rerun leaves exactly the source rows. This is only allowed while the
   tenant is not live.
@@ -29,7 +31,7 @@ from threading import Thread
 import psycopg
 from psycopg import sql
 
-from handyshop_migration.tenancy.db import one_row
+from handyshop_migration.tenancy.db import one_row, replaying
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.engine.catalog import Table
 from handyshop_migration.tenancy.engine.migrations import META_SCHEMA
@@ -153,11 +155,12 @@ def _finish_copy_out(conn: psycopg.Connection) -> None:
             raise psycopg.errors.error_from_result(res, encoding=conn.info.encoding)
 
 
-def _stream(snapshot: SourceSnapshot, query: sql.Composable, params: tuple[int]) -> Iterator[bytes]:
-    """Chunks of the source COPY, re-batched to ~CHUNK bytes, read on a thread of their own.
+def copy_out(conn: psycopg.Connection, query: sql.Composable, params: Sequence[object] | None = None) -> Iterator[bytes]:
+    """The one COPY-out reader: the data of `COPY (...) TO STDOUT` as chunks of ~CHUNK bytes, read on a
+    thread of its own (the copy, the retirement archive and the copy-back of tables without a key use it).
 
-    Reading and writing overlap (the tenant's COPY FROM is the bottleneck); the bounded queue keeps
-    memory flat whatever the table size.
+    Reading and writing overlap (a COPY FROM on the other side is the bottleneck); the bounded queue keeps
+    memory flat whatever the table size. `conn` is busy until the iterator is exhausted or closed.
     """
     queue: Queue[bytes | BaseException | None] = Queue(maxsize=QUEUE_DEPTH)
 
@@ -165,12 +168,12 @@ def _stream(snapshot: SourceSnapshot, query: sql.Composable, params: tuple[int])
         try:
             buf = bytearray()
             # psycopg starts the COPY (binding the parameters client-side); the rows are read below it.
-            with snapshot.conn.cursor().copy(query, params):
+            with conn.cursor().copy(query, params):
                 # The server sends one COPY message per row. Iterating the Copy runs a psycopg generator per row
                 # (~1.2 s of client CPU per million rows); on 2 cores that CPU is taken from the two backends
                 # doing the real work, and the copy took ~1.5x a psql-to-psql pipe. libpq's blocking read
                 # (it releases the GIL while it waits) costs half as much: benchmarks/copy_throughput.py.
-                pgconn = snapshot.conn.pgconn
+                pgconn = conn.pgconn
                 while True:
                     nbytes, data = pgconn.get_copy_data(0)
                     if nbytes <= 0:  # -1: the COPY is done (or failed: its result says which)
@@ -179,7 +182,7 @@ def _stream(snapshot: SourceSnapshot, query: sql.Composable, params: tuple[int])
                     if len(buf) >= CHUNK:
                         queue.put(bytes(buf))
                         buf.clear()
-                _finish_copy_out(snapshot.conn)
+                _finish_copy_out(conn)
             if buf:
                 queue.put(bytes(buf))
             queue.put(None)
@@ -207,10 +210,12 @@ def _stream(snapshot: SourceSnapshot, query: sql.Composable, params: tuple[int])
 
 
 def stream_copy(
-    snapshot: SourceSnapshot, tenant: psycopg.Connection, table: Table, shop_id: int, *, freeze: bool
+    snapshot: SourceSnapshot | psycopg.Connection, tenant: psycopg.Connection, table: Table, shop_id: int, *, freeze: bool
 ) -> tuple[int, int]:
-    """Pipe the shop's rows of `table` from the snapshot into the tenant table (inside the caller's
-    transaction). `freeze` needs the table created or truncated in that transaction. Returns (rows, bytes)."""
+    """Pipe the shop's rows of `table` from the snapshot (or a connection holding one) into the tenant table
+    (inside the caller's transaction). `freeze` needs the table created or truncated in that transaction.
+    Returns (rows, bytes)."""
+    source = snapshot.conn if isinstance(snapshot, SourceSnapshot) else snapshot
     fmt = "binary" if table.binary_copy_safe else "text"
     query, params = _select(table, shop_id, fmt)
     target = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {}{})").format(
@@ -222,7 +227,7 @@ def stream_copy(
     copied = 0
     with tenant.cursor() as cur:
         with cur.copy(target) as sink:
-            for chunk in _stream(snapshot, query, params):
+            for chunk in copy_out(source, query, params):
                 sink.write(chunk)
                 copied += len(chunk)
         return cur.rowcount, copied
@@ -233,15 +238,27 @@ def ensure_state_table(tenant: psycopg.Connection) -> None:
 
 
 def refuse_if_live(tenant: psycopg.Connection, shop_id: int) -> None:
-    """A live tenant (writes go to it) must never be truncated and reloaded: that would erase its writes."""
-    exists = tenant.execute("SELECT to_regclass('handyshop_migration.lifecycle') IS NOT NULL").fetchone()
-    if exists and exists[0]:
-        row = tenant.execute("SELECT live_since FROM handyshop_migration.lifecycle WHERE live_since IS NOT NULL").fetchone()
-        if row is not None:
+    """A tenant that took the shop's writes (live, or closed again for the way back and not yet copied
+    back) must never be truncated and reloaded: that would erase its writes. Read from the tenant's write
+    guard (`capture.tenant_guard_state`), the one record of whether a tenant is live."""
+    from handyshop_migration.tenancy.engine.capture.guard import tenant_guard_state  # capture imports copy
+
+    state = tenant_guard_state(tenant)
+    if state is None and tenant.execute("SELECT to_regclass('handyshop_migration.lifecycle')").fetchone() != (None,):
+        # a tenant cut over by the first version, before the write guard: its lifecycle row says it
+        legacy = tenant.execute(
+            "SELECT live_since FROM handyshop_migration.lifecycle WHERE live_since IS NOT NULL"
+        ).fetchone()
+        if legacy is not None:
             raise CopyError(
-                f"shop {shop_id}'s tenant database is live (it takes the shop's writes since {row[0]:%Y-%m-%d %H:%M:%S}); "
-                "a copy would erase them. Roll back the cutover (phase 4) first."
+                f"shop {shop_id}'s tenant database is live (since {legacy[0]:%Y-%m-%d %H:%M:%S}, recorded before "
+                "the write guard); a copy would erase its writes. Roll back the cutover (phase 4) first."
             )
+    if state is not None and state.live_since is not None:
+        raise CopyError(
+            f"shop {shop_id}'s tenant database is live (it takes the shop's writes since {state.live_since:%Y-%m-%d %H:%M:%S}); "
+            "a copy would erase them. Roll back the cutover (phase 4) first."
+        )
 
 
 def _snapshots(tenant: psycopg.Connection) -> dict[str, str]:
@@ -310,7 +327,7 @@ def copy_table(
     touching = schema.foreign_keys_touching(table)
     ident = sql.Identifier(t.schema, t.name)
     try:
-        with tenant.transaction():
+        with replaying(tenant):  # a bulk load: the tenant's triggers (and its write guard) do not fire
             ensure_state_table(tenant)
             refuse_if_live(tenant, shop_id)
             for fk in touching:
@@ -391,7 +408,7 @@ def copy_shop(
 def empty_tenant(tenant_admin: ConnectionSpec, schema: TenantSchema, shop_id: int) -> int:
     """The way back from phase 2: every tenant table emptied in one transaction (refused while live).
     Returns the number of rows removed."""
-    with tenant_admin.connect() as tenant, tenant.transaction():
+    with tenant_admin.connect() as tenant, replaying(tenant):
         ensure_state_table(tenant)
         refuse_if_live(tenant, shop_id)
         removed = 0

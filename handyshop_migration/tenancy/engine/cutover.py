@@ -5,7 +5,6 @@
   creates while live can be copied back later without colliding with rows the shared database hands out to
   other shops meanwhile;
 - `verify_both_sides`: every table, shared slice vs tenant, count and checksum — the gate of both directions;
-- `copy_back_tables`: tables without a key go back whole;
 - `CutoverReport`: what a cutover or rollback did, step by step, and how long writes waited.
 """
 
@@ -19,7 +18,6 @@ from psycopg import sql
 
 from handyshop_migration.tenancy.db import one_row
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.engine import capture
 from handyshop_migration.tenancy.engine.catalog import Catalog, Table
 from handyshop_migration.tenancy.engine.copy import SourceSnapshot
 from handyshop_migration.tenancy.engine.verification import TableVerification, verify_tables
@@ -116,27 +114,3 @@ def verify_both_sides(
     if bad:
         raise CutoverRefused(f"shop {shop_id}: verification failed for {', '.join(bad)}; {refusal}")
     report.step(f"verified {len(report.verification)} tables: counts and checksums equal")
-
-
-def copy_back_tables(tenant: ConnectionSpec, source: ConnectionSpec, tables: list[Table], shop_id: int) -> None:
-    """Tables without a key go back whole: the shop's rows in the shared database are replaced."""
-    with tenant.connect() as tconn, source.connect() as sconn, sconn.transaction():
-        sconn.execute(sql.SQL("SET LOCAL {} = 'on'").format(sql.Identifier(*capture.REPLAYING.split("."))))
-        for t in tables:
-            ident = sql.Identifier(t.schema, t.name)
-            sconn.execute(
-                sql.SQL("DELETE FROM ONLY {} WHERE {} = %s").format(ident, sql.Identifier(t.tenant_column)), (shop_id,)
-            )
-            cols = sql.SQL(", ").join(map(sql.Identifier, t.copy_columns))
-            with tconn.cursor().copy(sql.SQL("COPY (SELECT {} FROM ONLY {}) TO STDOUT").format(cols, ident)) as out, \
-                    sconn.cursor().copy(
-                        sql.SQL("COPY {} ({}, {}) FROM STDIN").format(ident, sql.Identifier(t.tenant_column), cols)
-                    ) as sink:
-                prefix = f"{shop_id}\t".encode()
-                buffer = b""
-                for data in out:
-                    buffer += bytes(data)
-                    *lines, buffer = buffer.split(b"\n")
-                    sink.write(b"".join(prefix + line + b"\n" for line in lines))
-                if buffer:
-                    sink.write(prefix + buffer + b"\n")

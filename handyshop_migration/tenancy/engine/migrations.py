@@ -53,8 +53,13 @@ class MigrationReport:
 
 
 def tenant_migrations(catalog: Catalog, directory: str | Path | None = None) -> tuple[Migration, ...]:
-    """0001 from the catalog, then every `NNNN_name.sql` of `directory` in name order."""
-    migrations = [Migration(INITIAL, render(catalog).script())]
+    """0001 from the catalog (the tenant tables and the write guard on them), then every `NNNN_name.sql` of
+    `directory` in name order."""
+    from handyshop_migration.tenancy.engine.capture.guard import (
+        tenant_guard_sql,  # capture imports this module
+    )
+
+    migrations = [Migration(INITIAL, render(catalog).script() + tenant_guard_sql(catalog) + "\n")]
     if directory is not None:
         path = Path(directory)
         if not path.is_dir():

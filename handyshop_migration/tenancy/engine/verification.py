@@ -61,19 +61,22 @@ class TableVerification:
         return f"{self.table}: source {self.source} but tenant {self.tenant}"
 
 
+def row_hash(table: Table, columns: tuple[str, ...] | None = None, alias: str | None = None) -> sql.Composable:
+    """The 64-bit hash of one row (see the module doc); `alias` qualifies the columns (for joins)."""
+    cols = columns or table.copy_columns
+    ref = (lambda c: sql.Identifier(alias, c)) if alias else sql.Identifier
+    row = sql.SQL("ROW({})").format(sql.SQL(", ").join(ref(c) for c in cols))
+    by_record = all(c == table.tenant_column or table.column(c).hashable for c in cols)
+    return (sql.SQL("hash_record_extended({}, 0)") if by_record else sql.SQL("hashtextextended({}::text, 0)")).format(row)
+
+
 def checksum_query(
     table: Table, shop_id: int | None, columns: tuple[str, ...] | None = None
 ) -> tuple[sql.Composable, tuple[int, ...]]:
     """The query for one side: the shared database with `shop_id`, a tenant database without.
     `columns` defaults to the copied columns (the retirement archive adds the tenant column)."""
-    cols = columns or table.copy_columns
-    row = sql.SQL("ROW({})").format(sql.SQL(", ").join(map(sql.Identifier, cols)))
-    by_record = all(c == table.tenant_column or table.column(c).hashable for c in cols)
-    row_hash = (
-        sql.SQL("hash_record_extended({}, 0)") if by_record else sql.SQL("hashtextextended({}::text, 0)")
-    ).format(row)
     base = sql.SQL("SELECT count(*), coalesce(sum({}), 0)::text FROM ONLY {}").format(
-        row_hash, sql.Identifier(table.schema, table.name)
+        row_hash(table, columns), sql.Identifier(table.schema, table.name)
     )
     if shop_id is None:
         return base, ()

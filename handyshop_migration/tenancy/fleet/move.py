@@ -12,22 +12,27 @@ The machinery is the migration's own, tenant to tenant:
    transaction (`COPY … FREEZE`, parents first, no trigger fires), with the sequences past the origin's,
    the origin's tenant change log (the way back of phase 4 needs every write since the cutover, wherever the
    tenant lives), its live marker, and the snapshot as the target's **watermark**.
-4. **Sync**: the origin logs the keys its writes change (its tenant capture, on since the cutover). Each round
-   takes a snapshot of the origin, reads the log entries committed after the watermark
-   (`NOT pg_visible_in_snapshot(xid, watermark)`: exact, whatever order transactions commit in — nothing is
-   deleted from the origin's log, which stays the way back's), re-reads those rows, upserts or deletes them
-   in the target, appends the entries to the target's log and moves the watermark, in one target transaction.
-5. **Cut over**: fence the origin (its tenant refuses writes with HS001: "ask `route()` again"; a statement
-   guard on every tenant table covers tables without a key and TRUNCATE) and wait out older writers; drain;
-   copy tables without a key whole; sequences again; verify every table, origin against target (count and
-   checksum); the target's capture and guard on, its fence off; the origin's copy gets the target's snapshot
-   as its watermark (the way back); then **one control-database transaction** points the registry entry at
-   the target server, flips the placement and finishes the move in the lifecycle (a new routing version:
+4. **Sync**: the origin logs the keys its writes change (its tenant capture, `capture.enable_tenant_capture`,
+   on since the cutover). Each round takes a snapshot of the origin, reads the log entries committed after
+   the watermark (`NOT pg_visible_in_snapshot(xid, watermark)`: exact, whatever order transactions commit
+   in — nothing is deleted from the origin's log, which stays the way back's), applies those keys with
+   capture's own applier (`capture.apply_keys`, direction `TENANT_TO_TENANT`: current rows re-read and
+   upserted, vanished keys deleted, tables without a key copied whole), appends the entries to the target's
+   log and moves the watermark, in one replica-mode target transaction.
+5. **Cut over**: close the origin's write guard (`capture.close_tenant_writes`: HS001, "ask `route()` again";
+   a statement trigger on every tenant table, so tables without a key and TRUNCATE too) and wait out older
+   writers; drain; sequences again; verify every table, origin against target (count and checksum); the
+   target's guard opens (`capture.open_tenant_writes`); the origin's copy gets the target's snapshot as its
+   watermark (the way back); then **one control-database transaction** points the registry entry at the
+   target server, flips the placement and finishes the move in the lifecycle (a new routing version:
    `route()` answers with the new host). Afterwards the application role may no longer connect to the old
    copy (sessions already there can read; their writes are refused with HS001).
 
-   A failed gate before the flip lifts the origin's fence and leaves the shop where it was (`abort_move`);
-   the target keeps what was copied, for a rerun.
+   A failed gate before the flip opens the origin's guard again and leaves the shop where it was
+   (`abort_move`); the target keeps what was copied, for a rerun.
+
+Both copies keep the tenant guard's `live_since` (the target gets the origin's): each holds writes the
+shared database may lack (the way back of phase 4), so neither may ever be reloaded by a copy.
 
 **The way back** is a move to the old copy (`move_back`): it holds the shop as of the flip and the watermark
 of the new server's log, so only the writes since are synced back, and the same cut over follows. Once the
@@ -47,11 +52,10 @@ import psycopg
 from psycopg import sql
 
 from handyshop_migration.tenancy.application.registry import TenantCredentials
-from handyshop_migration.tenancy.db import one_row
+from handyshop_migration.tenancy.db import one_row, replaying
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.engine import capture
-from handyshop_migration.tenancy.engine.catalog import Table
-from handyshop_migration.tenancy.engine.copy import SourceSnapshot, _set_sequences, _stream
+from handyshop_migration.tenancy.engine.copy import SourceSnapshot, _set_sequences, copy_out
 from handyshop_migration.tenancy.engine.migrations import applied_migrations, check
 from handyshop_migration.tenancy.engine.verification import TableVerification, table_checksum
 from handyshop_migration.tenancy.errors import ConfigurationError, LifecycleRefused, MoveRefused
@@ -63,7 +67,6 @@ CHUNK = 2000  # keys per upsert / delete statement
 PRE_FENCE_LAG = 100  # sync rounds before the fence go on until fewer changes than this are pending
 MAX_PRE_FENCE_ROUNDS = 20
 
-_GUARD = "handyshop_move_fence"
 _TARGET_DDL = """
 CREATE TABLE IF NOT EXISTS handyshop_migration.move_state (
     shop_id bigint PRIMARY KEY,
@@ -71,19 +74,6 @@ CREATE TABLE IF NOT EXISTS handyshop_migration.move_state (
     watermark text NOT NULL,  -- a pg_snapshot of the origin: its log entries visible in it are in this database
     updated_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE OR REPLACE FUNCTION handyshop_migration.refuse_while_fenced() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
-BEGIN
-    IF EXISTS (SELECT 1 FROM handyshop_migration.lifecycle WHERE fenced_at IS NOT NULL) THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'HS001',
-            MESSAGE = format('this shop''s database is moving to another server: this %s on %I was refused',
-                             lower(TG_OP), TG_TABLE_NAME),
-            HINT = 'ask handyshop_migration.route() where the shop is now and retry there';
-    END IF;
-    RETURN NULL;
-END
-$fn$;
 """
 
 
@@ -200,7 +190,7 @@ class TenantMover:
         move = self._move(record)
         creds = self.registry.get(shop_id)
         with self._spec(creds, move["from"]).connect() as conn:
-            capture.unfence_tenant(conn)
+            capture.open_tenant_writes(conn, self.catalog, shop_id, reason)
         return self._aborted(shop_id, move, reason)
 
     def drop_old_copy(self, shop_id: int, *, confirm: str) -> str:
@@ -238,7 +228,7 @@ class TenantMover:
                 self._note(shop_id, move)
             for spec in (dest, source):
                 with spec.connect() as conn:
-                    self._prepare(conn)
+                    self._prepare(conn, shop_id)
             if move["step"] == "copying":
                 report.rows_copied = self._copy(source, dest, origin, shop_id)
                 report.step(f"copied {report.rows_copied} rows from one snapshot of {origin}")
@@ -265,8 +255,8 @@ class TenantMover:
         report: MoveReport,
     ) -> MoveReport:
         origin, target = move["from"], move["to"]
-        with source.connect() as oconn:
-            capture.fence_tenant(oconn)  # the origin refuses the shop's writes now (waits out older ones)
+        with source.connect() as oconn:  # the origin refuses the shop's writes now (waits out older ones)
+            capture.close_tenant_writes(oconn, shop_id, f"moving to server {target}")
         fenced_at = time.perf_counter()
         report.step(f"{origin} fences the shop's writes")
         try:
@@ -275,18 +265,10 @@ class TenantMover:
                 report.changes_applied += applied
                 if not pending:
                     break
-            keyless = [t for t in self.catalog.tables if not t.key_columns]
-            with SourceSnapshot(source) as snap, dest.connect() as tconn, tconn.transaction():
-                tconn.execute("SET LOCAL session_replication_role = replica")
-                for t in keyless:
-                    tconn.execute(sql.SQL("DELETE FROM ONLY {}").format(sql.Identifier(t.schema, t.name)))
-                    self._copy_table(snap, tconn, t, freeze=False)
+            with SourceSnapshot(source) as snap, dest.connect() as tconn, replaying(tconn):
                 for tt in self.workflow.schema.tables:
                     _set_sequences(snap, tconn, tt)
-            report.step(
-                f"drained: {report.changes_applied} changes applied"
-                + (f"; tables without a key copied whole: {', '.join(t.name for t in keyless)}" if keyless else "")
-            )
+            report.step(f"drained: {report.changes_applied} changes applied")
             with SourceSnapshot(source) as snap, dest.connect() as tconn:
                 report.verification = [
                     TableVerification(t.name, shop_id, table_checksum(snap.conn, t), table_checksum(tconn, t))
@@ -301,8 +283,7 @@ class TenantMover:
             report.step(f"verified {len(report.verification)} tables: counts and checksums equal on both servers")
             with dest.connect() as tconn:
                 capture.enable_tenant_capture(tconn, self.catalog, shop_id)
-                self._guard(tconn)
-                capture.unfence_tenant(tconn)
+                capture.open_tenant_writes(tconn, self.catalog, shop_id, f"moved here from server {origin}")
                 watermark = str(one_row(tconn, "SELECT pg_current_snapshot()::text")[0])
                 tconn.commit()
             with source.connect() as oconn, oconn.transaction():
@@ -310,7 +291,7 @@ class TenantMover:
             self._grant_connect(target, creds, True)
         except BaseException as exc:
             with source.connect() as oconn:
-                capture.unfence_tenant(oconn)
+                capture.open_tenant_writes(oconn, self.catalog, shop_id, f"move to {target} aborted")
             self._aborted(shop_id, move, f"move to {target} aborted: {exc}"[:2000])
             raise
         host, port = self._address(target)
@@ -378,71 +359,40 @@ class TenantMover:
                 "pending); apply the schema changes to it first (handyshop-migration migrate-schemas), then move it."
             )
 
-    def _prepare(self, conn: psycopg.Connection) -> None:
-        """Our bookkeeping in a tenant database taking part in a move (idempotent): its change log and live
-        record, the move's watermark table, the statement guard on every tenant table."""
+    def _prepare(self, conn: psycopg.Connection, shop_id: int) -> None:
+        """Our bookkeeping in a tenant database taking part in a move (idempotent): the shop's tenant capture
+        (its change log and triggers: the origin's writes are logged for the sync, the target's once it is
+        live; the move's own writes are replays, which skip them), its write guard's state row, the move's
+        watermark table."""
+        capture.enable_tenant_capture(conn, self.catalog, shop_id)
+        capture.claim_tenant_guard(conn, shop_id)
         with conn.transaction():
-            conn.execute(capture._TENANT_DDL.encode())
             conn.execute(_TARGET_DDL.encode())
-        self._guard(conn)
-
-    def _guard(self, conn: psycopg.Connection) -> None:
-        with conn.transaction():
-            for t in self.catalog.tables:
-                ident = sql.Identifier(t.schema, t.name)
-                if conn.execute(
-                    "SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname = %s",
-                    (ident.as_string(None), _GUARD),
-                ).fetchone():
-                    continue
-                conn.execute(
-                    sql.SQL(
-                        "CREATE TRIGGER {} BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON {} FOR EACH STATEMENT "
-                        "EXECUTE FUNCTION handyshop_migration.refuse_while_fenced()"
-                    ).format(sql.Identifier(_GUARD), ident)
-                )
-
-    def _copy_table(self, snap: SourceSnapshot, tconn: psycopg.Connection, t: Table, *, freeze: bool) -> int:
-        fmt = "binary" if t.binary_copy_safe else "text"
-        cols = sql.SQL(", ").join(map(sql.Identifier, t.copy_columns))
-        ident = sql.Identifier(t.schema, t.name)
-        out = sql.SQL("COPY (SELECT {} FROM ONLY {}) TO STDOUT (FORMAT {})").format(cols, ident, sql.SQL(fmt))
-        sink = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {}{})").format(
-            ident, cols, sql.SQL(fmt), sql.SQL(", FREEZE" if freeze else "")
-        )
-        with tconn.cursor() as cur:
-            with cur.copy(sink) as copy:
-                for chunk in _stream(snap, out, ()):  # type: ignore[arg-type]
-                    copy.write(chunk)
-            return cur.rowcount
 
     def _copy(self, source: ConnectionSpec, dest: ConnectionSpec, origin: str, shop_id: int) -> int:
-        """Everything of the shop from one snapshot of the origin, in one replica-mode target transaction."""
+        """Everything of the shop from one snapshot of the origin, in one replica-mode target transaction: the
+        tables, the sequences, the tenant change log (the way back of phase 4) and when the shop went live."""
         rows = 0
-        with SourceSnapshot(source) as snap, dest.connect() as tconn, tconn.transaction():
-            tconn.execute("SET LOCAL session_replication_role = replica")
+        with SourceSnapshot(source) as snap, dest.connect() as tconn, replaying(tconn):
             tables = sql.SQL(", ").join(sql.Identifier(t.schema, t.name) for t in self.catalog.tables)
             tconn.execute(sql.SQL("TRUNCATE {}, handyshop_migration.changes").format(tables))
             for t in self.catalog.tables:  # parents first (catalog order); no foreign key fires in replica mode
-                rows += self._copy_table(snap, tconn, t, freeze=True)
+                rows += capture.copy_whole_table(snap.conn, tconn, t, freeze=True)
             for tt in self.workflow.schema.tables:
                 _set_sequences(snap, tconn, tt)
             with tconn.cursor().copy(
                 "COPY handyshop_migration.changes (table_name, op, key, captured_at) FROM STDIN"
             ) as sink:
-                for chunk in _stream(
-                    snap, sql.SQL("COPY (SELECT table_name, op, key, captured_at FROM handyshop_migration.changes "
-                                  "ORDER BY id) TO STDOUT"), ()  # type: ignore[arg-type]
+                for chunk in copy_out(
+                    snap.conn, sql.SQL("COPY (SELECT table_name, op, key, captured_at FROM handyshop_migration.changes "
+                                       "ORDER BY id) TO STDOUT")
                 ):
                     sink.write(chunk)
-            live = snap.conn.execute(
-                "SELECT live_since, capture_since FROM handyshop_migration.lifecycle WHERE shop_id = %s", (shop_id,)
-            ).fetchone()
+            guard = capture.tenant_guard_state(snap.conn)
             tconn.execute(
-                "INSERT INTO handyshop_migration.lifecycle (shop_id, live_since, capture_since, fenced_at) "
-                "VALUES (%s, %s, %s, now()) ON CONFLICT (shop_id) DO UPDATE SET live_since = excluded.live_since, "
-                "capture_since = excluded.capture_since, fenced_at = excluded.fenced_at",
-                (shop_id, *(live or (None, None))),
+                "UPDATE handyshop_migration.tenant_state SET accepts_writes = false, live_since = %s, reason = %s, "
+                "since = now() WHERE shop_id = %s",
+                (guard.live_since if guard else None, f"being moved here from server {origin}", shop_id),
             )
             self._set_watermark(tconn, shop_id, origin, snap.token)
         return rows
@@ -493,36 +443,20 @@ class TenantMover:
         return len(entries), left
 
     def _apply(self, snap: SourceSnapshot, tconn: psycopg.Connection, shop_id: int, entries: list[tuple[Any, ...]]) -> None:
-        """The rows of the logged keys as the snapshot has them, into the target with the log entries and the
-        new watermark: one replica-mode transaction (a round applied twice changes nothing)."""
-        batch = capture._read_batch([(e[0], e[1], e[3]) for e in entries], self.catalog)
-        upserts: dict[str, list[dict[str, Any]]] = {}
-        deletes: dict[str, list[dict[str, Any]]] = {}
-        for name, keys in batch.keys.items():
-            table = self.catalog.table(name)
-            wanted = list(keys.values())
-            current = [r for i in range(0, len(wanted), CHUNK)
-                       for r in capture._fetch_rows(snap.conn, table, wanted[i:i + CHUNK])]
-            present = {capture._key_of(r, table) for r in current}
-            upserts[name] = current
-            deletes[name] = [k for text, k in keys.items() if text not in present]
-        order = list(self.catalog.table_names)
-        with tconn.transaction():
-            tconn.execute("SET LOCAL session_replication_role = replica")
-            for name in order:
-                rows = upserts.get(name, [])
-                for i in range(0, len(rows), CHUNK):
-                    capture._upsert(tconn, self.catalog.table(name), rows[i:i + CHUNK], shop_column=None)
-            for name in reversed(order):
-                gone = deletes.get(name, [])
-                for i in range(0, len(gone), CHUNK):
-                    capture._delete(tconn, self.catalog.table(name), gone[i:i + CHUNK], shop_column=None)
+        """The rows of the logged keys as the snapshot has them (capture's applier), into the target with the log
+        entries and the new watermark: one replica-mode transaction (a round applied twice changes nothing)."""
+        with replaying(tconn):
             for i in range(0, len(entries), CHUNK):
-                part = [{"t": e[1], "o": e[2], "k": e[3], "c": e[4].isoformat()} for e in entries[i:i + CHUNK]]
+                part = entries[i:i + CHUNK]
+                capture.apply_keys(
+                    capture.TENANT_TO_TENANT, snap.conn, tconn, self.catalog, shop_id, [(e[0], e[1], e[3]) for e in part],
+                    capture.SyncResult(shop_id, direction=capture.TENANT_TO_TENANT.name),
+                )
+                log = [{"t": e[1], "o": e[2], "k": e[3], "c": e[4].isoformat()} for e in part]
                 tconn.execute(
                     "INSERT INTO handyshop_migration.changes (table_name, op, key, captured_at) SELECT t, o::\"char\", k, c "
                     "FROM jsonb_to_recordset(%s::jsonb) AS x(t text, o text, k jsonb, c timestamptz)",
-                    (json.dumps(part, ensure_ascii=False),),
+                    (json.dumps(log, ensure_ascii=False),),
                 )
             tconn.execute(
                 "UPDATE handyshop_migration.move_state SET watermark = %s, updated_at = now() WHERE shop_id = %s",
