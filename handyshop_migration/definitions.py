@@ -47,7 +47,7 @@ def build_definitions(catalog: Catalog | None = None, environ: dict[str, str] | 
             *fleet_jobs,
         ],
         sensors=[
-            build_new_shops_sensor(jobs.migrate_shop, interval),
+            build_new_shops_sensor(jobs.migrate_shop, interval, catalog),
             build_sync_sensor(jobs.sync_shop, interval),
             fleet.build_schema_sensor(fleet_jobs[2], catalog, env, interval),
         ],

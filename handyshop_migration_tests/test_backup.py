@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import stat
 import subprocess
 from pathlib import Path
@@ -13,8 +15,18 @@ from psycopg import sql
 from handyshop_migration.devtools.seed import MASTER_TABLES, TENANT_TABLES, seed_database
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.engine import pgtools as backup_module
-from handyshop_migration.tenancy.engine.backup import backup_source, find_pg_dump, restore_backup
-from handyshop_migration.tenancy.engine.pgtools import pg_bin_dir
+from handyshop_migration.tenancy.engine.backup import (
+    backup_source,
+    clean_partial_dumps,
+    find_pg_dump,
+    restore_backup,
+)
+from handyshop_migration.tenancy.engine.pgtools import (
+    CLIENT_ENVIRONMENT,
+    PASSFILE_PREFIX,
+    clean_leftover_passfiles,
+    pg_bin_dir,
+)
 from handyshop_migration.tenancy.errors import BackupError
 from handyshop_migration.tenancy.secrets import Secret
 from handyshop_migration_tests.support.databases import (
@@ -42,6 +54,10 @@ def test_backup_verifies_and_restores_identically(
     pg_server: ConnectionSpec, fresh_db: ConnectionSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seed_database(fresh_db, shops=3, scale=0.05, cross_shop_reference=True, orphan_rows=True)
+    # our own secrets are in this process's environment, as in a run: the clients must not inherit them
+    monkeypatch.setenv("TENANT_ENCRYPTION_KEY", "ab" * 32)
+    monkeypatch.setenv("HANDYSHOP_SOURCE_URL", fresh_db.url().reveal())
+    monkeypatch.setenv("PGOPTIONS", "-c search_path=nowhere")
     calls = record_commands(monkeypatch)
     backup = backup_source(fresh_db, tmp_path / "backups")
 
@@ -54,15 +70,18 @@ def test_backup_verifies_and_restores_identically(
     assert "repairs" in backup.tables and set(MASTER_TABLES + TENANT_TABLES) <= set(backup.tables)
     assert backup.server_version >= 100000 and "PostgreSQL" in backup.pg_dump_version
 
-    # The password reaches the clients through a passfile that is gone afterwards, never through argv.
+    # The password reaches the clients through an in-memory passfile handed over by descriptor, never
+    # through argv or the environment; the clients see an allowlisted environment only.
     password = fresh_db.password.reveal() if fresh_db.password else ""
     assert password and password not in repr(backup)
     assert {Path(args[0]).name for args, _ in calls} >= {"pg_dump", "pg_restore"}
     for args, env in calls:
         assert not any(password in a for a in args)
-        assert "PGPASSWORD" not in env
-        if "PGPASSFILE" in env:
-            assert not Path(env["PGPASSFILE"]).exists()
+        if args[-1] == "--version":
+            continue  # finding a client: no connection, no environment of ours
+        assert not any(password in v for v in env.values())
+        assert set(env) - {"PGPASSFILE"} <= set(CLIENT_ENVIRONMENT) | {k for k in env if k.startswith("LC_")}
+        assert env["PGPASSFILE"].startswith("/dev/fd/")  # nothing on a disk a SIGKILL could leave behind
 
     # A second backup in the same second gets its own file.
     again = backup_source(fresh_db, tmp_path / "backups", label="pre-copy")
@@ -128,3 +147,54 @@ def test_find_pg_dump() -> None:
 def test_restore_of_a_missing_file(fresh_db: ConnectionSpec, tmp_path: Path) -> None:
     with pytest.raises(BackupError, match="does not exist"):
         restore_backup(tmp_path / "nope.dump", fresh_db)
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has ended (a run killed with SIGKILL leaves no other trace of itself)."""
+    child = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True)
+    return int(child.stdout)
+
+
+def test_without_memfd_the_passfile_is_private_and_a_killed_runs_is_removed(
+    fresh_db: ConnectionSpec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where there is no in-memory file (not Linux), the passfile is a 0600 file in a 0700 directory named
+    after the process; the next run removes those of processes that are gone (and the files of earlier
+    versions), never those of a run still going."""
+    seed_database(fresh_db, shops=1, scale=0.02)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(backup_module.tempfile, "tempdir", None)  # re-read TMPDIR
+    monkeypatch.delattr(backup_module.os, "memfd_create")  # a platform without memfd
+    killed = tmp_path / f"{PASSFILE_PREFIX}.{_dead_pid()}.abc123"
+    killed.mkdir(mode=0o700)
+    (killed / "pgpass").write_text("*:*:*:*:leaked\n")
+    legacy = tmp_path / f"{PASSFILE_PREFIX}-x1y2z3"  # the single file an earlier version left
+    legacy.write_text("*:*:*:*:leaked\n")
+    running = tmp_path / f"{PASSFILE_PREFIX}.{os.getpid()}.zzz999"  # a run still going (this process)
+    running.mkdir(mode=0o700)
+    calls = record_commands(monkeypatch)
+    backup = backup_source(fresh_db, tmp_path / "backups")
+    assert backup.path.is_file()
+    assert not killed.exists() and not legacy.exists() and running.is_dir()
+    passfiles = {env["PGPASSFILE"] for args, env in calls if args[-1] != "--version"}
+    assert passfiles and all(Path(p).parent.name.startswith(f"{PASSFILE_PREFIX}.{os.getpid()}.") for p in passfiles)
+    assert not any(Path(p).exists() for p in passfiles)  # removed right after use
+    assert clean_leftover_passfiles(tmp_path) == []  # and nothing else of ours is lying around
+
+
+def test_partial_dumps_of_killed_runs_are_removed_by_the_next_backup(fresh_db: ConnectionSpec, tmp_path: Path) -> None:
+    seed_database(fresh_db, shops=1, scale=0.02)
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    host = socket.gethostname().replace(".", "_")
+    dead = backups / f".shared_x_20250101T000000Z.dump.{host}.{_dead_pid()}.partial"
+    legacy = backups / ".shared_x_20250101T000000Z.dump.partial"
+    alive = backups / f".shared_x_20250101T000001Z.dump.{host}.{os.getpid()}.partial"
+    elsewhere = backups / f".shared_x_20250101T000002Z.dump.another_host.{_dead_pid()}.partial"
+    for path in (dead, legacy, alive, elsewhere):
+        path.write_bytes(b"PGDMP half")
+    backup = backup_source(fresh_db, backups)
+    assert not dead.exists() and not legacy.exists()
+    assert alive.exists() and elsewhere.exists()  # a run still going, another host's: not ours to remove
+    assert backup.path.is_file()
+    assert clean_partial_dumps(backups) == []

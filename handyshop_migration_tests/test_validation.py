@@ -7,7 +7,8 @@ from psycopg import sql
 
 from handyshop_migration.devtools.seed import GLOBAL_SHOP_IDS, TENANT_TABLES, SeedReport, seed_database
 from handyshop_migration.tenancy.dsn import ConnectionSpec
-from handyshop_migration.tenancy.engine.catalog import Catalog, introspect
+from handyshop_migration.tenancy.engine.catalog import Catalog
+from handyshop_migration.tenancy.engine.introspection import introspect
 from handyshop_migration.tenancy.engine.validation import MAX_IDS, ValidationReport, validate_source
 from handyshop_migration.tenancy.errors import ConfigurationError
 from handyshop_migration_tests.support.databases import rows
@@ -17,7 +18,7 @@ SMALL = {"shops": 5, "scale": 0.05}
 
 def seeded(spec: ConnectionSpec, *, planted: bool) -> tuple[SeedReport, Catalog]:
     report = seed_database(spec, **SMALL, cross_shop_reference=planted, orphan_rows=planted)
-    catalog = introspect(spec, exclude=("users",))
+    catalog = introspect(spec, exclude=("users",), users_table="users")
     assert sorted(catalog.table_names) == sorted(TENANT_TABLES)
     return report, catalog
 
@@ -157,7 +158,7 @@ def test_composite_keys_and_text_ids(fresh_db: ConnectionSpec) -> None:
             INSERT INTO kit_items VALUES (10, 1, 'A'), (11, NULL, 'B'), (12, 2, 'B');
             """
         )
-    catalog = introspect(fresh_db, exclude=("users",))
+    catalog = introspect(fresh_db, exclude=("users",), users_table="users")
     report = validate_source(fresh_db, catalog)
     [cross] = report.by_check("cross_shop_references")
     assert (cross.table, cross.ids, cross.shop_ids) == ("kit_items", (11,), (2,))
@@ -189,3 +190,33 @@ def test_ids_are_capped_and_the_message_says_so(fresh_db: ConnectionSpec) -> Non
 def test_rejects_a_pool_size_below_one(fresh_db: ConnectionSpec) -> None:
     with pytest.raises(ConfigurationError, match="pool_size"):
         validate_source(fresh_db, Catalog(tenant_column="shop_id", tables=()), pool_size=0)
+
+
+def test_connection_budget_plans_for_the_shops_being_migrated(fresh_db: ConnectionSpec) -> None:
+    """500 tenants listed, 2 migrated: the budget plans 2 pools, not 500 (which blocked every shop)."""
+    with fresh_db.connect() as conn:
+        conn.execute(
+            """
+            CREATE TABLE accounts (id int PRIMARY KEY, label text);
+            CREATE TABLE notes (account_id int NOT NULL REFERENCES accounts (id), id serial, body text,
+                                PRIMARY KEY (account_id, id));
+            INSERT INTO accounts SELECT g, 'Konto ' || g FROM generate_series(1, 500) g;
+            INSERT INTO notes (account_id, body) SELECT g % 500 + 1, 'n' FROM generate_series(1, 1000) g;
+            """
+        )
+    catalog = introspect(fresh_db, tenant_column="account_id")
+    assert catalog.tenants is not None and (catalog.tenants.table, catalog.tenants.key) == ("accounts", "id")
+    everyone = validate_source(fresh_db, catalog)
+    [all_pools] = everyone.by_check("connection_budget")
+    assert all_pools.details["planned_pools"] == 500
+    usable = all_pools.details["usable_connections"]
+    assert (all_pools.severity == "error") == (all_pools.details["needed_connections"] > usable)
+    two = validate_source(fresh_db, catalog, migrating=[7, 8])
+    [budget] = two.by_check("connection_budget")
+    assert budget.severity == "info" and budget.details["planned_pools"] == 2
+    assert budget.details["needed_connections"] == budget.details["current_connections"] + 4
+    assert two.ok, [f.message for f in two.errors]
+    # no users table named: the owner checks do not run, and nothing is missing
+    assert not two.by_check("shops_without_owner") and not two.by_check("missing_tables")
+    [big] = validate_source(fresh_db, catalog, migrating=[7, 8], pool_size=5).by_check("connection_budget")
+    assert big.details["needed_connections"] == big.details["current_connections"] + 10

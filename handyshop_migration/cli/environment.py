@@ -78,8 +78,13 @@ def dagster_instance() -> Any:
 
 
 def quiet_dagster() -> None:
+    import logging
+
     import dagster as dg
 
+    # psycopg warns on stderr when it cleans up after a connection that is already lost ("error ignored
+    # terminating <Copy>"): the failure itself is reported, in one line; this would be a second, raw one.
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="dagster")

@@ -18,7 +18,7 @@ from handyshop_migration.tenancy.errors import ConfigurationError
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from handyshop_migration.devtools.local import LocalStack
-    from handyshop_migration.devtools.seed import ensure_database, seed_database
+    from handyshop_migration.devtools.seed import seed_database
 
     quiet_dagster()
     stack = LocalStack(Path(args.data_dir), version=args.pg_version)
@@ -28,7 +28,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     app = None
     try:
         stack.ensure_storage()
-        source = ensure_database(stack.admin, "handyshop")
+        source = stack.ensure_source()
         say(f"seeding the shared database: {args.shops} shops, scale {args.scale}, seed {args.seed} …")
         report = seed_database(
             source, shops=args.shops, scale=args.scale, seed=args.seed, cross_shop_reference=args.cross_shop_reference
@@ -121,7 +121,7 @@ def _check_writes(app: Any, stack: Any, outcomes: Sequence[Any]) -> dict[int, An
 
 def cmd_dev(args: argparse.Namespace) -> int:
     from handyshop_migration.devtools.local import LocalStack
-    from handyshop_migration.devtools.seed import ensure_database, seed_database
+    from handyshop_migration.devtools.seed import seed_database
 
     quiet_dagster()
     stack = LocalStack(Path(args.data_dir), version=args.pg_version)
@@ -130,7 +130,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         stack.ensure_storage()
         with stack.admin.connect() as conn:
             seeded = conn.execute("SELECT 1 FROM pg_database WHERE datname = 'handyshop'").fetchone() is not None
-        source = ensure_database(stack.admin, "handyshop")
+        source = stack.ensure_source()
         if not seeded:
             say(f"seeding the shared database: {args.shops} shops, scale {args.scale} …")
             seed_database(source, shops=args.shops, scale=args.scale, seed=args.seed)

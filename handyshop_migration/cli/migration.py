@@ -14,11 +14,16 @@ from handyshop_migration.tenancy.names import DEFAULT_DATABASE_PATTERN
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    preflight()
+    source = preflight()
     quiet_dagster()
     from handyshop_migration.definitions import build_definitions
+    from handyshop_migration.tenancy.engine.catalog import load_catalog
 
-    ok, _ = run_phase0(build_definitions(), dagster_instance())
+    catalog = load_catalog(os.environ.get(settings.CATALOG) or None)
+    planned = None
+    if args.shops.strip() != "all":  # the connection budget plans for these shops
+        planned = parse_shops(args.shops, list(shop_names(source, catalog)))
+    ok, _ = run_phase0(build_definitions(catalog), dagster_instance(), planned)
     return 0 if ok else 1
 
 
@@ -52,6 +57,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     quiet_dagster()
     from handyshop_migration.definitions import build_definitions
     from handyshop_migration.pipeline.runner import advance_shops
+    from handyshop_migration.tenancy.engine.catalog import load_catalog
     from handyshop_migration.tenancy.lifecycle import Lifecycle
 
     if args.through_phase == 5 and not args.confirm_retirement:
@@ -59,13 +65,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             "--through-phase 5 deletes the shops' rows from the shared database (after archiving them): "
             "add --confirm-retirement to say so."
         )
-    names = shop_names(source)
+    catalog = load_catalog(os.environ.get(settings.CATALOG) or None)
+    names = shop_names(source, catalog)
     global_ids = set(settings.global_shop_ids())
     shops = parse_shops(args.shops, [s for s in names if s not in global_ids])
     instance = dagster_instance()
-    defs = build_definitions()
+    defs = build_definitions(catalog)
     if not phase0_current(instance):
-        ok, lines = run_phase0(defs, instance)
+        ok, lines = run_phase0(defs, instance, shops)
         if any("source_backup" in line for line in lines):
             say("no shop is migrated without a verified backup of the shared database: fix the cause above and run "
                 "again (phase 0 runs again first).")
@@ -80,10 +87,24 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     )
     say()
     say(summary(outcomes, names))
+    reach = tenant_reach(outcomes)
+    if reach:
+        say(f"warning: the tenant roles may connect to {', '.join(reach)} (PUBLIC's default CONNECT): a tenant role "
+            "should reach its own database only. On each: REVOKE CONNECT, TEMPORARY ON DATABASE <name> FROM PUBLIC, "
+            "then GRANT CONNECT to the roles that need it (README: \"The privilege boundary\").")
     done = sum(o.done for o in outcomes)
     say(f"{done} of {len(outcomes)} shops are through phase {args.through_phase}"
         + (f" ({sum(o.already for o in outcomes)} were already)" if any(o.already for o in outcomes) else "") + ".")
     return 0 if done == len(outcomes) else 1
+
+
+def tenant_reach(outcomes: Sequence[object]) -> list[str]:
+    """Databases other than their own that the tenant roles may connect to, as phase 1's check saw them."""
+    return sorted({
+        str(d)
+        for o in outcomes for r in o.runs for c in r.checks  # type: ignore[attr-defined]
+        if c.check == "tenant_access" for d in (c.metadata.get("tenant_roles_may_connect_to") or [])
+    })
 
 
 WAYS_BACK = {1: "rollback_shop", 2: "rollback_copy", 3: "rollback_capture", 4: "rollback_cutover", 5: "restore_retired_shop"}

@@ -52,6 +52,11 @@ def _migrate(p: argparse.ArgumentParser) -> None:
                    help="phase 5 deletes the shops' rows from the shared database (archived first): required for 5")
 
 
+def _prepare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shops", default="all",
+                   help="the shops this migration will move, for the connection budget: 'all' (default) or ids")
+
+
 def _rollback(p: argparse.ArgumentParser) -> None:
     p.add_argument("--phase", type=int, choices=(1, 2, 3, 4, 5), required=True)
     p.add_argument("--shop", type=int, required=True)
@@ -65,6 +70,12 @@ def _inspect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schema", default="public", help="schema of the tenant tables (default public)")
     p.add_argument("--tables", default="", help="exactly these tables (comma-separated); default: all with the column")
     p.add_argument("--exclude", default="users", help="tables that carry the tenant column but stay shared (default: users)")
+    p.add_argument("--tenants-table", default=None,
+                   help="the table with one row per tenant (default: the table the tenant column references)")
+    p.add_argument("--tenants-key", default=None, help="its id column (default: the referenced or primary-key column)")
+    p.add_argument("--tenants-name", default=None, help="its display-name column (default: 'name' if it has one)")
+    p.add_argument("--users-table", default=None,
+                   help="the application's users, for phase 0's owner checks (default: none, checks skipped)")
 
 
 def _seed(p: argparse.ArgumentParser) -> None:
@@ -121,7 +132,7 @@ VERBS: tuple[Verb, ...] = (
     Verb("dev", local.cmd_dev, "Embedded server + seeded database + `dagster dev` on 127.0.0.1, with the "
          "environment set, to click through the pipeline in the UI.", _dev),
     Verb("prepare", migration.cmd_prepare, "Phase 0 on the servers named by the environment: backup, catalog "
-         "drift, validation. Exit 1 if a gate failed."),
+         "drift, validation. Exit 1 if a gate failed.", _prepare),
     Verb("migrate", migration.cmd_migrate, "Phases 1-2 (provision, copy, verify) and, with --through-phase, 3 "
          "(sync), 4 (cutover), 5 (retirement) for shops of the shared database named by the environment; phase 0 "
          "first if it never ran. Exit 1 if a shop did not get through.", _migrate),
@@ -158,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full trace of an unforeseen failure (otherwise it goes to a log file)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for verb in VERBS:
         p = sub.add_parser(verb.name, help=verb.help, description=verb.help, epilog=EPILOG,

@@ -8,11 +8,13 @@ from typing import Any
 from handyshop_migration.cli.environment import say, table
 
 
-def run_phase0(defs: Any, instance: Any) -> tuple[bool, list[str]]:
+def run_phase0(defs: Any, instance: Any, shops: Sequence[int] | None = None) -> tuple[bool, list[str]]:
+    """Phase 0; `shops` are the shops this migration moves (the connection budget plans for them)."""
     from handyshop_migration.pipeline.runner import run_job
 
     say("phase 0: backup, catalog drift, validation …")
-    outcome = run_job(defs, instance, "prepare_source")
+    config = {"ops": {"source_validation": {"config": {"shops": list(shops)}}}} if shops is not None else None
+    outcome = run_job(defs, instance, "prepare_source", run_config=config)
     lines = []
     for c in outcome.checks:
         if c.passed:
@@ -70,9 +72,15 @@ def summary(outcomes: Sequence[Any], names: dict[int, str], writes: dict[int, An
     return table(headers, [*rows, total])
 
 
-def shop_names(source: Any) -> dict[int, str]:
+def shop_names(source: Any, catalog: Any = None) -> dict[int, str]:
+    """Every tenant the catalog's tenants table lists (the catalog of HANDYSHOP_CATALOG by default)."""
+    import os
+
+    from handyshop_migration import settings
+    from handyshop_migration.tenancy.engine.catalog import load_catalog
     from handyshop_migration.tenancy.engine.shops import list_shops
 
+    catalog = catalog or load_catalog(os.environ.get(settings.CATALOG) or None)
     with source.connect() as conn:
-        return {s.id: s.name for s in list_shops(conn)}
+        return {s.id: s.name for s in list_shops(conn, catalog.require_tenants())}
 

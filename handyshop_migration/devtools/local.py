@@ -3,6 +3,12 @@ databases and Dagster's own storage (the `dagster` database, through the same da
 uses), a DAGSTER_HOME, and a generated encryption key kept with mode 0600.
 
 Everything lives in one directory (default `.handyshop/`), so `dev` shows the runs a `demo` made.
+
+Every database of the stack is closed to PUBLIC (`close_public_connect`): PostgreSQL lets every role connect
+to every database by default, so a tenant role could otherwise log into the shared database, `postgres`,
+`template1` and Dagster's storage (and, as its own database's owner, drop that database from there). The
+stack created them all, so it may: a production server's databases are not ours to alter, and the README
+("The privilege boundary") gives the statements to run there.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -61,7 +68,22 @@ def ensure_storage(
     with admin.connect(autocommit=True) as conn:
         conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(database), ident))
         conn.execute(sql.SQL("ALTER DATABASE {} SET synchronous_commit = off").format(sql.Identifier(database)))
+    close_public_connect(admin, [database], {database: role})  # its owner connects; nobody else needs to
     return spec.with_user(role, Secret(password))
+
+
+def close_public_connect(admin: ConnectionSpec, databases: Iterable[str], grants: dict[str, str] | None = None) -> None:
+    """REVOKE CONNECT (and TEMPORARY) ON DATABASE … FROM PUBLIC for each of `databases` that exists, and
+    GRANT CONNECT to the one role that needs it (`grants`: database -> role). Superusers connect regardless."""
+    from psycopg import sql
+
+    with admin.connect(autocommit=True) as conn:
+        existing = {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname = ANY(%s)", (list(databases),))}
+        for name in sorted(existing):
+            conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
+        for name, role in (grants or {}).items():
+            if name in existing:
+                conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(name), sql.Identifier(role)))
 
 
 def storage_url(spec: ConnectionSpec) -> str:
@@ -92,9 +114,22 @@ class LocalStack:
     def start(self) -> EmbeddedPostgres:
         self.root.mkdir(parents=True, exist_ok=True)
         self.server = EmbeddedPostgres(self.root / "pgdata", version=self.version).start()
+        self.close_connect()
         self.dagster_home.mkdir(parents=True, exist_ok=True)
         (self.dagster_home / "dagster.yaml").write_text(packaged_dagster_yaml(), encoding="utf-8")
         return self.server
+
+    def close_connect(self) -> None:
+        """Only the roles that need a database of the stack may connect to it (see the module doc)."""
+        close_public_connect(self.admin, ["postgres", "template1", SOURCE_DB, STORAGE_DB], {STORAGE_DB: STORAGE_ROLE})
+
+    def ensure_source(self) -> ConnectionSpec:
+        """The shared database (created empty unless it exists), closed to PUBLIC."""
+        from handyshop_migration.devtools.seed import ensure_database
+
+        spec = ensure_database(self.admin, SOURCE_DB)
+        close_public_connect(self.admin, [SOURCE_DB])
+        return spec
 
     def stop(self) -> None:
         if self.server is not None:

@@ -88,7 +88,7 @@ def build_fleet(catalog: Catalog, environ: dict[str, str]) -> list[dg.AssetsDefi
         live = LiveServers(fleet, like_pattern(tenant_server.naming().database), cache=True)
         try:
             with source.connect() as conn:
-                shops = [s.id for s in list_shops(conn, exclude=source.global_shop_ids)]
+                shops = [s.id for s in list_shops(conn, catalog.require_tenants(), exclude=source.global_shop_ids)]
             estimates = ShopSizeEstimator(source.spec(), catalog).all_shops(shops)
             plan = plan_fleet(Placement(source.spec(), fleet, live), shops, estimates)
         except HandyshopError as exc:

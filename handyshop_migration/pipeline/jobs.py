@@ -121,10 +121,7 @@ def build_way_back_jobs(catalog: Catalog, phase12_keys: list[dg.AssetKey]) -> li
 
     def back_to_shared(w: Workflow, shop: int, run: str) -> str:
         report = w.roll_back_cutover(shop, reason=f"rollback of the cutover (run {run})")
-        return (
-            f"copied back {report.changes_drained} changes the tenant took; {len(report.verification)} tables verified; "
-            f"reads and writes go to the shared database (writes paused {report.fenced_seconds:.2f}s)"
-        )
+        return "; ".join(text for _, text in report.steps)
 
     def restore(w: Workflow, shop: int, run: str) -> str:
         restored = w.restore(shop)

@@ -16,7 +16,8 @@ from handyshop_migration import settings
 from handyshop_migration.pipeline.resources import SourceDatabase
 from handyshop_migration.pipeline.runner import init_source_pool
 from handyshop_migration.tenancy.engine.backup import backup_source
-from handyshop_migration.tenancy.engine.catalog import Catalog, introspect
+from handyshop_migration.tenancy.engine.catalog import Catalog
+from handyshop_migration.tenancy.engine.introspection import introspect_like
 from handyshop_migration.tenancy.engine.validation import validate_source
 
 GROUP = "phase0_preparation"
@@ -32,8 +33,19 @@ VALIDATION_CHECKS = {
     "missing_tables": "Tables the catalog expects but the source lacks.",
     "missing_columns": "Columns the catalog expects but the source lacks.",
     "extra_columns": "Source columns the catalog does not know: the copy would leave them behind.",
-    "connection_budget": "max_connections against current use plus the planned tenant pools.",
+    "connection_budget": "max_connections against current use plus the tenant pools of the shops being migrated.",
+    "schema_objects": "Objects of the source the tenant schema rewrites or leaves out (views over shared tables, "
+    "functions naming the tenant column, event triggers, policies on the tenant column, ...).",
 }
+
+
+class ValidationConfig(dg.Config):
+    """The connection budget's plan: the shops being migrated (default: every listed shop) and the
+    connections each tenant pool holds in steady state."""
+
+    shops: list[int] | None = None
+    pool_size: int = 2
+
 _SEVERITY = {"error": dg.AssetCheckSeverity.ERROR, "warning": dg.AssetCheckSeverity.WARN}
 
 
@@ -68,7 +80,7 @@ def build_phase0(catalog: Catalog) -> list[dg.AssetsDefinition]:
         ],
     )
     def source_catalog(context: dg.AssetExecutionContext, source: SourceDatabase) -> Iterator[object]:
-        live = introspect(source.spec(), tenant_column=catalog.tenant_column, include=catalog.table_names)
+        live = introspect_like(source.spec(), catalog)
         changed = _catalog_diff(catalog, live)
         yield dg.MaterializeResult(
             metadata={
@@ -99,8 +111,13 @@ def build_phase0(catalog: Catalog) -> list[dg.AssetsDefinition]:
             for name, text in VALIDATION_CHECKS.items()
         ],
     )
-    def source_validation(context: dg.AssetExecutionContext, source: SourceDatabase) -> Iterator[object]:
-        report = validate_source(source.spec(), catalog, global_shop_ids=tuple(source.global_shop_ids))
+    def source_validation(
+        context: dg.AssetExecutionContext, config: ValidationConfig, source: SourceDatabase
+    ) -> Iterator[object]:
+        report = validate_source(
+            source.spec(), catalog, global_shop_ids=tuple(source.global_shop_ids),
+            migrating=config.shops, pool_size=config.pool_size,
+        )
         # The copy pool's limit row, created before any shop's run can race to create it (Dagster 1.13).
         init_source_pool(context.instance)
         blocked = sorted(report.blocked_shops())
@@ -142,8 +159,18 @@ def _catalog_diff(expected: Catalog, live: Catalog) -> list[str]:
     changed = [f"{n}: missing in the source" for n in sorted(set(exp) - set(got))]
     changed += [f"{n}: new in the source" for n in sorted(set(got) - set(exp))]
     changed += [f"{n}: definition changed" for n in sorted(set(exp) & set(got)) if exp[n] != got[n]]
+    exp_objects = {o.key: o for o in expected.objects}
+    got_objects = {o.key: o for o in live.objects}
+    changed += [f"{k}: missing in the source" for k in sorted(set(exp_objects) - set(got_objects))]
+    changed += [f"{k}: new in the source" for k in sorted(set(got_objects) - set(exp_objects))]
+    changed += [f"{k}: definition changed" for k in sorted(set(exp_objects) & set(got_objects))
+                if exp_objects[k] != got_objects[k]]
+    if expected.membership != live.membership:
+        changed += [f"membership of {t}: {expected.membership.get(t, 'absent')} -> {live.membership.get(t, 'absent')}"
+                    for t in sorted(set(expected.membership) | set(live.membership))
+                    if expected.membership.get(t) != live.membership.get(t)]
     if not changed and expected.checksum != live.checksum:
-        changed.append("user-defined types or extensions changed")
+        changed.append("user-defined types, extensions or the tenants/users tables changed")
     return changed
 
 

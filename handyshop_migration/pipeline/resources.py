@@ -25,7 +25,7 @@ from handyshop_migration.tenancy.application.encryption import CredentialCipher
 from handyshop_migration.tenancy.application.registry import ConnectionRegistry
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.engine.catalog import Catalog
-from handyshop_migration.tenancy.engine.migrations import Migration, tenant_migrations
+from handyshop_migration.tenancy.engine.migrations import Migration, shop_migrations, tenant_migrations
 from handyshop_migration.tenancy.engine.provisioning import TenantNaming
 from handyshop_migration.tenancy.fleet.config import FleetConfig, load_fleet, single_server
 from handyshop_migration.tenancy.fleet.placement import ShopSizeEstimator
@@ -129,6 +129,7 @@ class MigrationResource(dg.ConfigurableResource):
                 naming=self.tenant_server.naming(),
                 global_shop_ids=tuple(self.source.global_shop_ids),
                 estimate=ShopSizeEstimator(self.source.spec(), catalog),
+                shop_migrations=lambda shop: shop_migrations(catalog, shop),
             )
         workflow = Workflow(
             self.source.spec(),

@@ -6,8 +6,9 @@ would store its check results without partition (Dagster 1.13 keeps per-partitio
 single-partition runs).
 
 What to run next for a shop is read from its lifecycle: `advance` runs the jobs that take it from where it
-is (including a step that was interrupted: provisioning, copying, cutting over, retiring) to the phase
-asked for, and stops at the first failure. A shop already there (or past it) is done, not an error.
+is (including a step that was interrupted: provisioning, copying, cutting over, retiring; and a live shop
+whose tenant was never opened, `ShopState.tenant_closed`) to the phase asked for, and stops at the first
+failure. A shop already there (or past it) is done, not an error.
 """
 
 import time
@@ -19,16 +20,18 @@ import dagster as dg
 
 from handyshop_migration.pipeline.partitions import SHOPS
 from handyshop_migration.pipeline.phase2 import SOURCE_POOL
+from handyshop_migration.tenancy.errors import HandyshopError
 from handyshop_migration.tenancy.lifecycle import PHASE, Lifecycle, ShopState, State
 
 # The CLI prints its own summary; every event still goes to the event log (and the UI).
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 # The states each `--through-phase` aims at (reached once the shop is in one of them or beyond).
+# An interrupted cutover (cutting_over) is no target: its writes are held in the shared database until it is
+# finished (--through-phase 4) or aborted (rollback --phase 4).
 TARGETS: dict[int, frozenset[State]] = {
-    2: frozenset({State.VERIFIED, State.SYNCING, State.READS_ROLLOUT, State.CUTTING_OVER, State.LIVE, State.RETIRING,
-                  State.RETIRED}),
-    3: frozenset({State.SYNCING, State.READS_ROLLOUT, State.CUTTING_OVER, State.LIVE, State.RETIRING, State.RETIRED}),
+    2: frozenset({State.VERIFIED, State.SYNCING, State.READS_ROLLOUT, State.LIVE, State.RETIRING, State.RETIRED}),
+    3: frozenset({State.SYNCING, State.READS_ROLLOUT, State.LIVE, State.RETIRING, State.RETIRED}),
     4: frozenset({State.LIVE, State.RETIRING, State.RETIRED}),
     5: frozenset({State.RETIRED}),
 }
@@ -43,6 +46,11 @@ WAY_BACK_IN_PROGRESS = {
     State.MOVING: "its tenant database is being moved to another server: finish the move with `handyshop-migration "
     "move-shop --shop {shop} --to SERVER` (the server it was moving to), or give it up with `--abort`",
 }
+INTERRUPTED_CUTOVER = (
+    "its cutover was interrupted and holds its writes in the shared database: finish it with `handyshop-migration "
+    "migrate --shops {shop} --through-phase 4`, or abort it with `handyshop-migration rollback --phase 4 --shop {shop} "
+    "--confirm {database}`"
+)
 
 
 @dataclass
@@ -88,7 +96,7 @@ class ShopOutcome:
 
     @property
     def done(self) -> bool:
-        return self.record is not None and self.record.state in TARGETS[self.target]
+        return self.record is not None and self.record.state in TARGETS[self.target] and not self.record.tenant_closed
 
     @property
     def state(self) -> str:
@@ -104,7 +112,7 @@ class ShopOutcome:
 
     @property
     def verified(self) -> bool:
-        return self.record is not None and self.record.state in TARGETS[2]
+        return self.record is not None and (self.record.state in TARGETS[2] or self.record.state == State.CUTTING_OVER)
 
     @property
     def gates_passed(self) -> int:
@@ -138,9 +146,11 @@ def _outcome(job: str, result: dg.ExecuteInProcessResult, seconds: float) -> Run
             failures.append(f"{event.step_key}: {_message(err)}")
         elif event.event_type_value == "ASSET_MATERIALIZATION":
             materialized.append("/".join(event.asset_key.path))  # type: ignore[union-attr]
-    for c in checks:
-        if not c.passed and c.severity == "ERROR":
-            failures.append(f"{c.asset}:{c.check} failed: {_check_detail(c)}")
+    failed_checks = [f"{c.asset}:{c.check} failed: {_check_detail(c)}" for c in checks if not c.passed and c.severity == "ERROR"]
+    if failed_checks:
+        # The step a blocking check fails says only "1 blocking asset check failed with ERROR severity": the
+        # checks' own messages are the cause, and come first (the CLI prints the first failure of a shop).
+        failures = failed_checks + [f for f in failures if "blocking asset check" not in f]
     return RunOutcome(job, result.run_id, result.success, seconds, checks, failures, materialized)
 
 
@@ -225,6 +235,10 @@ def retirement_config(shop_id: int) -> dict[str, Any]:
 def next_job(record: ShopState | None, through: int) -> str | None:
     """The job that takes a shop one step towards `through` from where its lifecycle says it is."""
     state = record.state if record else State.REGISTERED
+    if record is not None and record.tenant_closed:
+        # Live, yet its tenant may still refuse its writes (a cutover killed between the flip and opening the
+        # tenant): nothing takes them. The cutover job opens the tenant of a live shop, whatever `through` is.
+        return "cutover_shop"
     if state in TARGETS[through]:
         return None
     if state in (State.REGISTERED, State.PROVISIONING, State.PROVISIONED, State.COPYING, State.COPIED):
@@ -260,6 +274,9 @@ def advance(
         if outcome.record is not None and outcome.record.state in WAY_BACK_IN_PROGRESS:
             outcome.notes.append(WAY_BACK_IN_PROGRESS[outcome.record.state].format(shop=shop_id, database=database))
             break
+        if outcome.record is not None and outcome.record.state == State.CUTTING_OVER and through < 4:
+            outcome.notes.append(INTERRUPTED_CUTOVER.format(shop=shop_id, database=database))
+            break
         job = next_job(outcome.record, through)
         if job is None:
             break
@@ -267,11 +284,19 @@ def advance(
         run = run_job(defs, instance, job, partition_key=str(shop_id), run_config=config, tags=tags)
         outcome.runs.append(run)
         before = outcome.record.state if outcome.record else None
-        outcome.record = lifecycle.find(shop_id)
+        was_closed = outcome.record is not None and outcome.record.tenant_closed
+        try:
+            outcome.record = lifecycle.find(shop_id)
+        except HandyshopError as exc:  # the server went away: say what failed first, then why we stop
+            if run.success:
+                raise
+            first = run.failures[0] if run.failures else f"run {run.run_id}"
+            raise type(exc)(f"shop {shop_id}: {job} failed ({first}); then: {exc}") from None
         if not run.success:
             outcome.notes.extend(run.failures or [f"{job} failed (run {run.run_id})"])
             break
-        if outcome.record is not None and outcome.record.state == before and job != "sync_shop":
+        opened = was_closed and outcome.record is not None and not outcome.record.tenant_closed
+        if outcome.record is not None and outcome.record.state == before and job != "sync_shop" and not opened:
             outcome.notes.append(f"{job} succeeded but the shop stayed {before.value if before else 'unregistered'}")
             break
     return outcome

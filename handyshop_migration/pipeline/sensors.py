@@ -1,6 +1,6 @@
 """`new_shops_sensor`: shops that sign up while the migration runs become partitions and get a run.
 
-"New" means: in the shared database's `shops`, not yet a partition. The cursor is the highest shop id
+"New" means: in the shared database's tenants table (the catalog's), not yet a partition. The cursor is the highest shop id
 seen, so a tick is one index range scan (plus a small window below it for late commits). The run key
 `shop-<id>` makes the daemon refuse to launch a shop twice. Until phase 0 has validated the source, the
 sensor waits: a run would only be refused by phase 1's gate.
@@ -16,13 +16,18 @@ from handyshop_migration.pipeline.gates import VALIDATION
 from handyshop_migration.pipeline.partitions import SHOPS, shops_partitions
 from handyshop_migration.pipeline.resources import SourceDatabase
 from handyshop_migration.tenancy.engine import capture
+from handyshop_migration.tenancy.engine.catalog import Catalog, load_catalog
 from handyshop_migration.tenancy.engine.shops import list_shops
 from handyshop_migration.tenancy.lifecycle import State
 
 
 def build_new_shops_sensor(
-    job: dg.JobDefinition | object, minimum_interval_seconds: int = settings.DEFAULT_SENSOR_INTERVAL
+    job: dg.JobDefinition | object,
+    minimum_interval_seconds: int = settings.DEFAULT_SENSOR_INTERVAL,
+    catalog: Catalog | None = None,
 ) -> dg.SensorDefinition:
+    tenants = (catalog or load_catalog()).require_tenants()
+
     @dg.sensor(
         name="new_shops_sensor",
         job=job,
@@ -35,7 +40,7 @@ def build_new_shops_sensor(
             return dg.SkipReason("waiting for phase 0: materialize source_validation (job prepare_source) first")
         cursor = int(context.cursor) if context.cursor else None
         with source.connect() as conn:
-            shops = list_shops(conn, after=cursor, exclude=source.global_shop_ids)
+            shops = list_shops(conn, tenants, after=cursor, exclude=source.global_shop_ids)
         known = set(context.instance.get_dynamic_partitions(SHOPS))
         new = [str(s.id) for s in shops if str(s.id) not in known]
         next_cursor = str(max([s.id for s in shops] + [cursor or 0]))

@@ -77,6 +77,10 @@ PHASE: dict[State, int] = {
     State.MOVING: 4,
 }
 
+# The shop's details key saying whether its tenant takes its writes ("open") or may still refuse them
+# ("closed"): set at the cutover's flip and after the tenant opens (see `ShopState.tenant_closed`).
+TENANT_WRITES = "tenant_writes"
+
 # States a step was interrupted in: a rerun of the same command resumes (or finishes) them.
 IN_PROGRESS = frozenset(
     {
@@ -188,6 +192,14 @@ class ShopState:
     @property
     def in_progress(self) -> bool:
         return self.state in IN_PROGRESS
+
+    @property
+    def tenant_closed(self) -> bool:
+        """Live (routed to its tenant), yet the tenant may still refuse the shop's writes: a cutover was
+        interrupted between the flip and opening the tenant, or a rollback right after closing it. Nothing
+        takes the shop's writes then; `Workflow.cut_over` on the live shop opens the tenant (the runner sends
+        such a shop there). Shops cut over before this was recorded count as open."""
+        return self.state == State.LIVE and self.details.get(TENANT_WRITES) == "closed"
 
 
 @dataclass(frozen=True)
@@ -534,6 +546,7 @@ __all__ = [
     "IN_PROGRESS",
     "PHASE",
     "TENANT_OWNS_WRITES",
+    "TENANT_WRITES",
     "TRANSITIONS",
     "HistoryEntry",
     "Lifecycle",

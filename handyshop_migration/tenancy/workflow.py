@@ -21,10 +21,13 @@ rollback copies its writes back.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psycopg
 
 from handyshop_migration.tenancy.application.encryption import CredentialCipher
 from handyshop_migration.tenancy.application.registry import ConnectionRegistry
@@ -37,6 +40,7 @@ from handyshop_migration.tenancy.engine.copy import (
     TableCopy,
     copy_table,
     pending_foreign_keys,
+    refresh_materialized_views,
 )
 from handyshop_migration.tenancy.engine.cutover import CutoverReport, reserve_ids, verify_both_sides
 from handyshop_migration.tenancy.engine.provisioning import Provisioner, ProvisionResult
@@ -60,9 +64,13 @@ from handyshop_migration.tenancy.errors import (
     RetirementRefused,
 )
 from handyshop_migration.tenancy.fleet.provisioner import FleetProvisioner
-from handyshop_migration.tenancy.lifecycle import Lifecycle, ShopState, State
+from handyshop_migration.tenancy.lifecycle import TENANT_WRITES, Lifecycle, ShopState, State
 
 DEFAULT_ID_BLOCK = 1_000_000
+# States whose tenant exists and must not take the shop's writes (where `_settle_tenant` looks).
+_SETTLED_ON_SHARED = frozenset(
+    {State.PROVISIONED, State.COPYING, State.COPIED, State.VERIFIED, State.SYNCING, State.READS_ROLLOUT}
+)
 
 
 @dataclass(frozen=True)
@@ -190,8 +198,15 @@ class Workflow:
         st = self.lifecycle.get(shop_id)
         if st.state not in (State.REGISTERED, State.PROVISIONING):
             return None
-        if isinstance(self.provisioner, FleetProvisioner):
-            self.provisioner.place(shop_id)  # a shop no server can take is refused before anything starts
+        try:
+            if isinstance(self.provisioner, FleetProvisioner):
+                self.provisioner.place(shop_id)  # a shop no server can take is refused before anything starts
+            # A database or role of the shop's names that is not ours: refused before the shop is recorded as
+            # provisioning (nothing of it is altered; the shop stays registered, the error kept for `status`).
+            self.provisioner.refuse_foreign(shop_id)
+        except HandyshopError as exc:
+            self._fail(shop_id, exc)
+            raise
         self.lifecycle.apply(shop_id, "start_provisioning", reason="provisioning its database and roles")
         try:
             result = self.provisioner.provision(shop_id)
@@ -214,6 +229,7 @@ class Workflow:
         Also the way back from phase 2 (a reload) and the resumption of an interrupted copy."""
         st = self._state(shop_id, "start_copy")
         self.provisioner.require_clean(shop_id)
+        self._settle_tenant(shop_id, st)
         started = time.perf_counter()
         names = list(tables) if tables is not None else [t.name for t in self.schema.tables]
         captured = self.capture_writes or st.captured
@@ -231,6 +247,9 @@ class Workflow:
                     verified = verify_copied_table(snap.conn, tconn, self.catalog, name, shop_id)
                     report.tables.append(TableResult(copied, verified))
                 report.pending_foreign_keys = pending_foreign_keys(tconn, self.schema)
+                if tables is None and not report.pending_foreign_keys:
+                    # every table holds the shop's rows of one snapshot: fill the materialized views from them
+                    refresh_materialized_views(tconn, self.schema, shop_id)
         except BaseException as exc:
             self._fail(shop_id, exc)
             raise
@@ -333,6 +352,8 @@ class Workflow:
                 if guard is None or not guard.accepts_writes:  # interrupted after the flip, or after a rollback's fence
                     capture.open_tenant_writes(tconn, self.catalog, shop_id, f"{reason}: live (resumed)")
                     report.step("the tenant takes the shop's writes again (an interrupted step left it closed)")
+            if st.tenant_closed:
+                self.lifecycle.record_details(shop_id, {TENANT_WRITES: "open"})
             report.state = st.state.value
             report.step("already live")
             return report
@@ -342,6 +363,7 @@ class Workflow:
                 f"shop {shop_id}'s writes are not captured; copy it with capture on and sync it (phase 3) first."
             )
         self.provisioner.require_clean(shop_id)
+        self._settle_tenant(shop_id, st)
         back_to = State.READS_ROLLOUT if st.reads != "shared" else State.SYNCING
         tenant = self.tenant(shop_id)
         reservations: dict[str, list[int]] = dict(st.details.get("id_reservations") or {})
@@ -401,6 +423,8 @@ class Workflow:
             report.verification = _merge(report.verification, touched)
             final = self.lifecycle.apply(
                 shop_id, "finish_cutover", reason=f"{reason}: reads and writes to the tenant",
+                # until the tenant is opened below: killed in between, the next migrate opens it (runner.next_job)
+                details={TENANT_WRITES: "closed"},
                 effects=[lambda c: capture.make_permanent(c, shop_id, reason=f"{reason}: live on the tenant")],
             )
         except BaseException as exc:
@@ -420,24 +444,36 @@ class Workflow:
         return report
 
     def _record_window(self, shop_id: int, st: ShopState, seconds: float) -> None:
-        """How long the shop's writes waited at this cutover (status reports the fleet's p50/p95)."""
+        """How long the shop's writes waited at this cutover (status reports the fleet's p50/p95); and that
+        the tenant takes them now."""
         self.lifecycle.record_details(
-            shop_id, {"fence_windows": [*st.details.get("fence_windows", []), round(seconds, 4)]}
+            shop_id, {"fence_windows": [*st.details.get("fence_windows", []), round(seconds, 4)], TENANT_WRITES: "open"}
         )
 
     def roll_back_cutover(self, shop_id: int, *, reason: str = "rollback of the cutover") -> CutoverReport:
         """The way back from phase 4: every write the tenant took goes back to the shared database, then
-        reads and writes follow. Resumes an interrupted rollback."""
-        report = CutoverReport(shop_id)
+        reads and writes follow. Resumes an interrupted rollback (and finishes one whose last step, the
+        tenant's, was interrupted). A cutover that was interrupted (`cutting_over`) is aborted instead: its
+        writes never went to the tenant, so nothing is copied back (`abort_cutover`)."""
         st = self.lifecycle.get(shop_id)
         if st.state == State.RETIRED:
             raise CutoverRefused(
                 f"shop {shop_id} is retired: its rows are no longer in the shared database. Restore its archive "
                 "(the way back from phase 5) before rolling back the cutover."
             )
+        if st.state == State.CUTTING_OVER:
+            return self.abort_cutover(shop_id, reason=f"{reason}: the cutover was interrupted, aborted")
+        if st.state not in (State.LIVE, State.ROLLING_BACK) and st.writes == "shared":
+            if self._settle_tenant(shop_id, st):
+                report = CutoverReport(shop_id, state=st.state.value)
+                report.step("finished an interrupted rollback: the tenant no longer takes the shop's writes")
+                return report
         self._state(shop_id, "start_rollback")
         self.provisioner.require_clean(shop_id)
+        report = CutoverReport(shop_id)
         tenant = self.tenant(shop_id)
+        if st.state == State.LIVE:  # killed before start_rollback, the next migrate opens the tenant again
+            self.lifecycle.record_details(shop_id, {TENANT_WRITES: "closed"})
         with tenant.connect() as tconn:
             capture.close_tenant_writes(tconn, shop_id, reason)  # the tenant refuses the shop's writes (waits out older ones)
         fenced_at = time.perf_counter()
@@ -455,22 +491,74 @@ class Workflow:
             with tenant.connect() as tconn:
                 capture.open_tenant_writes(tconn, self.catalog, shop_id, f"{reason} aborted")
             self.lifecycle.apply(
-                shop_id, "abort_rollback", reason=f"{reason} aborted: {exc}"[:2000], error=str(exc)[:2000]
+                shop_id, "abort_rollback", reason=f"{reason} aborted: {exc}"[:2000], error=str(exc)[:2000],
+                details={TENANT_WRITES: "open"},
             )
             raise
         final = self.lifecycle.apply(
             shop_id, "finish_rollback", reason=f"{reason}: reads and writes back to the shared database",
             effects=[lambda c: capture.clear_fence(c, shop_id)],
         )
+        # Killed here (or anywhere before the tenant's side ended), the tenant still says live and refuses writes:
+        # `_settle_tenant` finishes it on the next step of the shop (a rerun of this rollback, a reload, a cutover).
         with self.source.connect() as sconn:
             capture.unfence(sconn, shop_id)  # the triggers stop checking its writes
         with tenant.connect() as tconn:
-            capture.end_tenant_live(tconn, shop_id, f"{reason}: back on the shared database")
-            capture.disable_tenant_capture(tconn, self.catalog)
+            _end_tenant_live(tconn, self.catalog, shop_id, f"{reason}: back on the shared database")
         report.fenced_seconds = time.perf_counter() - fenced_at
         report.state = final.state.value
         report.step(f"back on the shared database (writes waited {report.fenced_seconds:.2f}s)")
         return report
+
+    def abort_cutover(self, shop_id: int, *, reason: str = "cutover aborted") -> CutoverReport:
+        """Undo an interrupted cutover (`cutting_over`): the shop's writes go on in the shared database. The
+        tenant's side first (not live, no capture), then the fence is lifted in the lifecycle's transaction
+        (and the triggers stop checking the shop's writes), so that no moment exists where the shop is routed
+        to the shared database while the tenant believes it is live (a reload would be refused). Writes were
+        routed to the shared database throughout (the tenant opens only after the flip), so the tenant took
+        none — unless something wrote into it directly: then the abort is refused and the cutover can only be
+        finished (its writes would be lost otherwise)."""
+        st = self._state(shop_id, "abort_cutover")
+        self.provisioner.require_clean(shop_id)
+        report = CutoverReport(shop_id)
+        back_to = State.READS_ROLLOUT if st.reads != "shared" else State.SYNCING
+        with self.tenant(shop_id).connect() as tconn:
+            taken = capture.tenant_lag(tconn).pending
+            if taken:
+                raise CutoverRefused(
+                    f"shop {shop_id}'s tenant database took {taken} writes while its cutover was interrupted (something "
+                    "wrote into it directly, not through routing); aborting would lose them. Finish the cutover "
+                    f"instead: handyshop-migration migrate --shops {shop_id} --through-phase 4."
+                )
+            _end_tenant_live(tconn, self.catalog, shop_id, f"{reason}: not live")
+        report.step("the tenant database does not take the shop's writes")
+        final = self.lifecycle.apply(
+            shop_id, "abort_cutover", target=back_to, reason=reason,
+            effects=[lambda c: capture.clear_fence(c, shop_id)],
+        )
+        with self.source.connect() as sconn:
+            capture.unfence(sconn, shop_id)  # the triggers stop checking its writes (they pass already)
+        report.state = final.state.value
+        report.step("the shared database takes the shop's writes again (fence lifted, routing unchanged)")
+        return report
+
+    def _settle_tenant(self, shop_id: int, st: ShopState) -> bool:
+        """Finish what an interrupted way back left: the lifecycle routes the shop's writes to the shared
+        database (the rollback committed, or the cutover was aborted), yet the tenant still says live or keeps
+        its capture. The tenant took no write since (it refused them, or was never routed to), so its side is
+        simply ended, and the shared database's fence lifted in case the kill came before that. Returns
+        whether there was anything to finish."""
+        if st.writes != "shared" or st.state not in _SETTLED_ON_SHARED:
+            return False
+        with self.tenant(shop_id).connect() as tconn:
+            if not _tenant_marked(tconn, self.catalog):
+                return False
+            self.provisioner.require_clean(shop_id)
+            with self.source.connect() as sconn:
+                if capture.is_captured(sconn, shop_id):
+                    capture.unfence(sconn, shop_id)
+            _end_tenant_live(tconn, self.catalog, shop_id, "an interrupted way back finished: back on the shared database")
+        return True
 
     # -- phase 5 ---------------------------------------------------------------------------------------
 
@@ -488,6 +576,7 @@ class Workflow:
         if st.state == State.LIVE or archive is None:
             self.lifecycle.apply(shop_id, "start_retirement", reason="archiving the shop's rows of the shared database")
             if archive is None:
+                _remove_incomplete_archives(self.archive_dir, shop_id)
                 archive = archive_shop(self.source, self.catalog, shop_id, self.archive_dir)
                 self.lifecycle.apply(
                     shop_id, "start_retirement", reason=f"archived {archive.rows} rows to {archive.path}",
@@ -557,10 +646,37 @@ def ensure_control(control: ConnectionSpec, cipher: CredentialCipher) -> None:
         install_route_function(conn)
 
 
+def _remove_incomplete_archives(directory: Path, shop_id: int) -> None:
+    """An archive without its manifest is what a killed retirement left (the manifest is written last): it
+    is no archive, and it holds customers' personal data in plaintext. A new one is written instead."""
+    for path in (Path(directory).absolute() / f"shop_{shop_id}").glob("*"):
+        if path.is_dir() and not (path / "manifest.json").is_file():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _load_archive(path: str | None) -> Archive | None:
     if not path or not (Path(path) / "manifest.json").is_file():
         return None
     return Archive.load(path)
+
+
+def _tenant_marked(tconn: psycopg.Connection, catalog: Catalog) -> bool:
+    """Whether the tenant records being (or having been) live: its guard's live mark or open writes, or
+    its own capture (triggers on any tenant table)."""
+    guard = capture.tenant_guard_state(tconn)
+    if guard is not None and (guard.accepts_writes or guard.live_since is not None):
+        return True
+    return capture.tenant_capture_enabled(tconn, catalog)
+
+
+def _end_tenant_live(tconn: psycopg.Connection, catalog: Catalog, shop_id: int, reason: str) -> None:
+    """The tenant's side of being back on the shared database, in one transaction: not live (it refuses the
+    shop's writes and may be reloaded), its capture gone. A tenant without a guard state row (a first-version
+    one) only loses its capture."""
+    with tconn.transaction():
+        if capture.tenant_guard_state(tconn) is not None:
+            capture.end_tenant_live(tconn, shop_id, reason)
+        capture.disable_tenant_capture(tconn, catalog)
 
 
 __all__ = [

@@ -24,7 +24,7 @@ from handyshop_migration.tenancy.application.encryption import CredentialCipher,
 from handyshop_migration.tenancy.application.registry import ConnectionRegistry
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.engine.catalog import Catalog, introspect
-from handyshop_migration.tenancy.engine.migrations import tenant_migrations
+from handyshop_migration.tenancy.engine.migrations import shop_migrations, tenant_migrations
 from handyshop_migration.tenancy.engine.provisioning import Provisioner, TenantNaming
 from handyshop_migration.tenancy.engine.tenant_schema import TenantSchema
 from handyshop_migration.tenancy.lifecycle import Lifecycle
@@ -116,14 +116,17 @@ def build_world(
                 conn.commit()
             ids = list(shop_ids or [])
             include = list(tables) if tables is not None else None
-        catalog = introspect(source, tenant_column=tenant_column, include=include)
+        # a seeded Handyshop names its users table (the shipped catalog does: phase 0's owner checks)
+        catalog = introspect(source, tenant_column=tenant_column, include=include,
+                             users_table="users" if schema is None else None)
         key = generate_key()
         cipher = CredentialCipher(key)
         registry = ConnectionRegistry(source, cipher)
         naming = TenantNaming(
             database=namespace + "shop_{id}_db", role=namespace + "shop_user_{id}", owner=namespace + "shop_owner_{id}"
         )
-        provisioner = Provisioner(admin, registry, tenant_migrations(catalog), naming=naming)
+        provisioner = Provisioner(admin, registry, tenant_migrations(catalog), naming=naming,
+                                  shop_migrations=lambda shop: shop_migrations(catalog, shop))
         lifecycle = Lifecycle(source)
         workflow = Workflow(
             source, catalog, provisioner, lifecycle, capture_writes=capture_writes, archive_dir=tmp / "archives"

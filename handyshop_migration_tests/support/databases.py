@@ -39,6 +39,7 @@ def migration_env(source: ConnectionSpec, backups: Path, namespace: str) -> dict
         settings.ENCRYPTION_KEY: generate_key(),
         settings.TENANT_DATABASE: namespace + "shop_{id}_db",
         settings.TENANT_ROLE: namespace + "shop_user_{id}",
+        settings.TENANT_OWNER_ROLE: namespace + "shop_owner_{id}",  # else every test shares shop_owner_N
         settings.BACKUP_DIR: str(backups),
     }
 

@@ -6,17 +6,20 @@ checks that the file can be read back. Here:
 
 - `pg_dump --format=custom` (compressed, restorable table by table) from a client whose major version is
   at least the server's (pg_dump refuses newer servers), found by `find_pg_dump`;
-- the password reaches the client only through a temporary passfile (mode 0600, deleted afterwards);
-  host, port, user and database go on the command line, errors are redacted;
+- the password reaches the client only through an in-memory passfile handed over by descriptor (see
+  `pgtools.client_env`: nothing on disk, even after a SIGKILL); host, port, user and database go on the
+  command line, errors are redacted; the client gets an allowlisted environment, never our secrets;
 - the dump is written under a temporary name, created 0600 before pg_dump opens it (it holds plaintext
   SMTP passwords and 2FA secrets), and renamed only once the matching `pg_restore --list` reads it back
-  and it holds the data of every table of the source.
+  and it holds the data of every table of the source. The temporary name carries the host and pid of the
+  run writing it, so the next run removes what a killed one left (`clean_partial_dumps`).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,17 +29,21 @@ from pathlib import Path
 from handyshop_migration.tenancy.db import one_row
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.engine.pgtools import (
+    ClientEnv,
     client_env,
     conninfo_without_password,
     find_clients,
     find_pg_dump,
     major_version,
     pick_client,
+    pid_alive,
     run_client,
 )
 from handyshop_migration.tenancy.errors import BackupError, ConnectionFailed
 
-__all__ = ["Backup", "backup_source", "find_pg_dump", "restore_backup"]
+__all__ = ["Backup", "backup_source", "clean_partial_dumps", "find_pg_dump", "restore_backup"]
+
+PARTIAL_SUFFIX = ".partial"
 
 @dataclass(frozen=True)
 class Backup:
@@ -78,8 +85,37 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "_"
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
+
+
+def _partial_name(final: Path) -> Path:
+    """`.<final name>.<host>.<pid>.partial` beside the final file: whose it is, for `clean_partial_dumps`."""
+    return final.with_name(f".{final.name}.{_host()}.{os.getpid()}{PARTIAL_SUFFIX}")
+
+
+_PARTIAL = re.compile(r"^\.(.+\.dump)(?:\.([A-Za-z0-9_-]+)\.(\d+))?\.partial$")
+
+
+def clean_partial_dumps(directory: Path) -> list[Path]:
+    """Remove the half-written dumps of runs that were killed: partial files of this host whose process no
+    longer runs, and those of earlier versions (no host and pid in the name). A partial file of a run still
+    going, or of another host sharing the directory, is left alone. Returns what was removed."""
+    removed: list[Path] = []
+    for path in Path(directory).glob(f".*{PARTIAL_SUFFIX}"):
+        match = _PARTIAL.match(path.name)
+        if match is None:
+            continue  # not a partial dump of ours
+        host, pid = match.group(2), match.group(3)
+        if host is not None and (host != _host() or pid_alive(int(pid))):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
 def _list_archive(
-    pg_restore: Path, path: Path, spec: ConnectionSpec, env: dict[str, str]
+    pg_restore: Path, path: Path, spec: ConnectionSpec, env: ClientEnv
 ) -> tuple[int, set[tuple[str, str]]]:
     """(entries, (schema, table) of every TABLE DATA entry) as `pg_restore --list` reads the archive."""
     listing = run_client([str(pg_restore), "--list", str(path)], env, spec, f"pg_restore --list of {path.name}").stdout
@@ -107,6 +143,7 @@ def backup_source(
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    clean_partial_dumps(directory)
     server_version = _server_version(source)
     client = pick_client(major_version(server_version), extra_dirs, f"the source {source.describe()} (server_version_num "
                    f"{server_version})")
@@ -119,7 +156,7 @@ def backup_source(
     while final.exists():  # two backups in the same second: never overwrite one
         final = directory / f"{stem}_{n}.dump"
         n += 1
-    partial = directory / f".{final.name}.partial"
+    partial = _partial_name(final)
     # Created 0600 before pg_dump opens it: the dump holds plaintext secrets of every shop.
     os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
 
@@ -162,7 +199,7 @@ def backup_source(
     )
 
 
-def _dumped_by(path: Path, spec: ConnectionSpec, env: dict[str, str], extra_dirs: Sequence[Path]) -> int:
+def _dumped_by(path: Path, spec: ConnectionSpec, env: ClientEnv, extra_dirs: Sequence[Path]) -> int:
     """Major version of the pg_dump that wrote an archive, read with the newest pg_restore at hand."""
     clients, _ = find_clients(extra_dirs)
     if not clients:

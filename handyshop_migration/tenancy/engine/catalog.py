@@ -1,36 +1,52 @@
-"""The source catalog: which tables are tenant tables, and everything needed to rebuild them per shop.
+"""The source catalog as a value: which tables go to tenant databases and how, everything needed to rebuild
+them per tenant, and what is reported instead of carried.
 
-The real app's declared schema drifted from its live one (camelCase vs snake_case columns, columns the
-ORM does not know), so nothing here comes from a declared schema: the catalog is read from the live
-source. SQLAlchemy's inspector gives the structure (tables, columns, keys, foreign keys, checks,
-indexes, enums, domains, the foreign-key order); a few pg_catalog functions give the exact DDL texts
-the inspector cannot (`format_type`, `pg_get_constraintdef`, `pg_get_indexdef`, composite types,
-sequence options), because "arrives unchanged" means byte-for-byte the server's own definition.
+The catalog is read from the live source (`introspection.introspect`, `handyshop-migration inspect`) and is a
+reviewable JSON file: the Dagster definitions are built from it, phase 0 compares it with the live source
+(drift), and its diff in review shows what changed — a table joining or leaving the tenants, an object
+rewritten or left out. Format 2 (this one) records, beyond format 1:
 
-A Catalog is a plain value: it serialises to JSON (the file that Dagster definitions are built from,
-see `handyshop-migration inspect`) and has a structural checksum used to detect drift.
+- `tenants`: the table that lists the tenants, its key column and an optional display-name column
+  (Handyshop: `shops(id, name)`), and `users`: the users table phase 0's owner checks need (or none);
+  `phase0_checks`: which validation checks run and which tables each needs;
+- per table a `role` — `tenant` (carries the tenant column), `implied` (belongs to a tenant through the
+  foreign-key `path` to a tenant table), `reference` (copied whole into every tenant), `shared` (stays in
+  the shared database) — and a `global_rows` policy for rows under global tenant ids or NULL (`shared`:
+  they stay in the shared database; `every_tenant`: copied into every tenant). This version builds `tenant`
+  tables with `global_rows = shared`; the other values are part of the format so that the next version
+  adds behaviour, not fields. Shared tables are listed in `shared_tables` with the reason;
+- `objects`: functions, procedures, aggregates, views, materialized views, triggers, event triggers,
+  row-level security policies and comments of the source, each with the server's own definition text;
+  `extensions` with schema and version;
+- `findings`: what the tenant schema changes or leaves out, object by object with the reason (the rules are
+  in `tenant_schema`; inspect stores their outcome here so that the file says it and phase 0 reports it);
+- `membership`: table -> role (and path), a summary written for review; ignored when read.
+
+A Catalog has a structural checksum (everything but provenance and the derived summaries) used to detect
+drift.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
-import warnings
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
-import sqlalchemy as sa
-from psycopg.rows import dict_row
-
-from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.errors import CatalogError
 
-CATALOG_FORMAT = 1
+CATALOG_FORMAT = 2
 FIRST_USER_OID = 16384  # FirstNormalObjectId: OIDs below are built in, equal on every server
+
+# Table roles. Only TENANT is built by this version; the others are recorded so the format stays stable.
+TENANT, IMPLIED, REFERENCE, SHARED = "tenant", "implied", "reference", "shared"
+ROLES = (TENANT, IMPLIED, REFERENCE, SHARED)
+# What happens to a table's rows under global tenant ids (0, 1682, ...) or a NULL tenant column.
+GLOBAL_ROWS_SHARED, GLOBAL_ROWS_EVERY_TENANT = "shared", "every_tenant"
+GLOBAL_ROWS = (GLOBAL_ROWS_SHARED, GLOBAL_ROWS_EVERY_TENANT)
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,7 @@ class Column:
     # True when the type's hash function gives the same value in every database (built-in types with a
     # hash operator class, arrays of them): the checksum may then hash the row itself, not its text.
     hashable: bool = True
+    comment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +129,16 @@ class SequenceInfo:
 
 
 @dataclass(frozen=True)
+class Hop:
+    """One foreign-key step of an implied table's path: `table.columns` -> `ref_table.ref_columns`."""
+
+    table: str
+    columns: tuple[str, ...]
+    ref_table: str
+    ref_columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Table:
     schema: str
     name: str
@@ -124,6 +151,12 @@ class Table:
     sequences: tuple[SequenceInfo, ...]  # serial / nextval() defaults
     tenant_column: str
     tenant_column_nullable: bool = True
+    role: str = TENANT
+    path: tuple[Hop, ...] = ()  # role "implied": the foreign-key path to a tenant table
+    global_rows: str = GLOBAL_ROWS_SHARED
+    comment: str | None = None
+    row_security: bool = False  # ENABLE ROW LEVEL SECURITY
+    force_row_security: bool = False
 
     @property
     def qualified(self) -> tuple[str, str]:
@@ -166,6 +199,17 @@ class Table:
 
 
 @dataclass(frozen=True)
+class SharedTable:
+    """A table of the source that stays in the shared database, and why (for the membership diff)."""
+
+    schema: str
+    name: str
+    reason: str  # "tenants table", "excluded", "no tenant column", "users table"
+    role: str = SHARED
+    global_rows: str = GLOBAL_ROWS_SHARED
+
+
+@dataclass(frozen=True)
 class UserType:
     schema: str
     name: str
@@ -177,19 +221,103 @@ class UserType:
     checks: tuple[tuple[str, str], ...] = ()  # (name, definition)
     attributes: tuple[tuple[str, str], ...] = ()  # (name, type) of a composite
     depends_on: tuple[str, ...] = ()  # "schema.name" of other user types it uses
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class Extension:
+    name: str
+    schema: str
+    version: str
+
+
+@dataclass(frozen=True)
+class TenantsTable:
+    """The table listing the tenants: `SELECT key, name FROM schema.table` gives every tenant."""
+
+    schema: str
+    table: str
+    key: str
+    name: str | None = None  # display-name column, if the table has one
+
+
+@dataclass(frozen=True)
+class UsersTable:
+    """The application's users, for phase 0's owner checks (users without a tenant, tenants without an
+    owner). Columns are None when the table lacks them; the checks that need them are then not run."""
+
+    schema: str
+    table: str
+    tenant_column: str
+    role_column: str | None = "role"
+    owner_role: str = "owner"
+    superadmin_column: str | None = None
+    deleted_column: str | None = None
+
+
+@dataclass(frozen=True)
+class SchemaObject:
+    """A database object besides tables and types, as the server defines it.
+
+    `definition` is the server's own text (`pg_get_functiondef`, `pg_get_viewdef`, `pg_get_triggerdef`,
+    ...); the tenant schema decides from `reads` and `tenant_references` whether it is carried as it is,
+    rewritten, created in one tenant only, or reported.
+    """
+
+    kind: str  # function, procedure, aggregate, view, materialized view, trigger, event trigger, policy, index
+    schema: str
+    name: str  # functions: name(identity arguments); triggers/policies: name; matview indexes: index name
+    definition: str  # CREATE statement (views: the SELECT only)
+    table: str | None = None  # trigger/policy: its table; matview index: its materialized view
+    reads: tuple[str, ...] = ()  # relations ("schema.name") it depends on, per pg_depend
+    calls: tuple[str, ...] = ()  # other objects (kind:schema.name) it depends on
+    tenant_references: tuple[str, ...] = ()  # tables whose tenant column it names (pg_depend or body text)
+    options: tuple[str, ...] = ()  # views: reloptions; triggers: "enabled=A|R|D"; event triggers: event
+    comment: str | None = None
+    owner_extension: str | None = None  # set when an extension owns it (then it is the extension's)
+
+    @property
+    def key(self) -> str:
+        """Unique within a catalog: triggers, policies and indexes are named per table."""
+        if self.table and self.kind in ("trigger", "policy", "index"):
+            return f"{self.kind}:{self.schema}.{self.table}.{self.name}"
+        return f"{self.kind}:{self.schema}.{self.name}"
+
+    @property
+    def label(self) -> str:
+        where = f" on {self.table}" if self.table and self.kind in ("trigger", "policy", "index") else ""
+        return f"{self.kind} {self.name}{where}"
+
+
+@dataclass(frozen=True)
+class CatalogFinding:
+    """What the tenant schema does differently from the source for one object, and why."""
+
+    object: str  # "view flagship_inventory", "index things_tenant_1 on Things"
+    action: str  # "left out", "rewritten", "only in tenant N", "carried, names the tenant column"
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.object}: {self.action} — {self.reason}"
 
 
 @dataclass(frozen=True)
 class Catalog:
     tenant_column: str
-    tables: tuple[Table, ...]  # parents before children
+    tables: tuple[Table, ...]  # tables that go to tenant databases, parents before children
     types: tuple[UserType, ...] = ()
-    extensions: tuple[str, ...] = ()
+    extensions: tuple[Extension, ...] = ()
     master_tables: tuple[str, ...] = ()  # non-tenant tables that tenant rows reference
-    notes: tuple[str, ...] = ()  # what the tenant schema leaves out, and why
+    notes: tuple[str, ...] = ()  # provenance remarks (FK cycles, ...)
     source: str = ""  # "dbname" of the source, for humans; no host, no credentials
     server_version: int = 0
     format: int = CATALOG_FORMAT
+    tenants: TenantsTable | None = None
+    users: UsersTable | None = None
+    phase0_checks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # check -> tables it needs
+    shared_tables: tuple[SharedTable, ...] = ()
+    objects: tuple[SchemaObject, ...] = ()
+    findings: tuple[CatalogFinding, ...] = ()
 
     # -- lookups ------------------------------------------------------------------------------------
 
@@ -209,18 +337,47 @@ class Catalog:
     def children_of(self, name: str) -> tuple[str, ...]:
         return tuple(t.name for t in self.tables if name in t.parents)
 
+    def objects_of(self, *kinds: str) -> tuple[SchemaObject, ...]:
+        return tuple(o for o in self.objects if o.kind in kinds)
+
+    @property
+    def schema(self) -> str:
+        """The schema of the tenant tables (one schema per catalog)."""
+        return self.tables[0].schema if self.tables else (self.tenants.schema if self.tenants else "public")
+
+    def require_tenants(self) -> TenantsTable:
+        if self.tenants is None:
+            raise CatalogError(
+                "the catalog names no tenants table; write it again with `handyshop-migration inspect "
+                "--tenants-table TABLE --tenants-key COLUMN`."
+            )
+        return self.tenants
+
+    @property
+    def membership(self) -> dict[str, str]:
+        """table -> its role (with the path of an implied table): the summary a reviewer diffs."""
+        out = {}
+        for t in self.tables:
+            path = " via " + ", ".join(f"{h.table}.{'+'.join(h.columns)} -> {h.ref_table}" for h in t.path)
+            out[t.name] = t.role + (path if t.path else "") + (f" (global rows: {t.global_rows})")
+        for s in self.shared_tables:
+            out[s.name] = f"{s.role} ({s.reason})"
+        return dict(sorted(out.items()))
+
     # -- serialisation ------------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["membership"] = self.membership
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
     def structure(self) -> dict[str, Any]:
-        """What defines the tenant schema: everything except provenance."""
-        data = self.to_dict()
-        for key in ("source", "server_version", "notes"):
+        """What defines the tenant schema: everything except provenance and derived summaries."""
+        data = asdict(self)
+        for key in ("source", "server_version", "notes", "findings"):
             data.pop(key)
         return data
 
@@ -231,72 +388,26 @@ class Catalog:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Catalog:
-        if data.get("format") != CATALOG_FORMAT:
+        if not isinstance(data, dict) or data.get("format") != CATALOG_FORMAT:
+            found = data.get("format") if isinstance(data, dict) else None
             raise CatalogError(
-                f"catalog format {data.get('format')!r} is not supported (expected {CATALOG_FORMAT}); "
+                f"catalog format {found!r} is not supported (expected {CATALOG_FORMAT}); "
                 "write a new one with `handyshop-migration inspect --source-url URL --output FILE`."
             )
-
-        def fk(d: dict[str, Any]) -> ForeignKey:
-            return ForeignKey(**{**d, "columns": tuple(d["columns"]), "ref_columns": tuple(d["ref_columns"])})
-
-        def constraint(d: dict[str, Any]) -> Constraint:
-            return Constraint(**{**d, "columns": tuple(d["columns"])})
-
-        tables = []
-        for t in data["tables"]:
-            tables.append(
-                Table(
-                    schema=t["schema"],
-                    name=t["name"],
-                    columns=tuple(
-                        Column(**{**c, "identity": _identity(c["identity"])})
-                        for c in t["columns"]
-                    ),
-                    primary_key=constraint(t["primary_key"]) if t["primary_key"] else None,
-                    constraints=tuple(constraint(c) for c in t["constraints"]),
-                    foreign_keys=tuple(fk(f) for f in t["foreign_keys"]),
-                    external_foreign_keys=tuple(fk(f) for f in t["external_foreign_keys"]),
-                    indexes=tuple(
-                        Index(
-                            **{
-                                **i,
-                                "key_columns": tuple(i["key_columns"]),
-                                "key_definitions": tuple(i["key_definitions"]),
-                                "include_columns": tuple(i["include_columns"]),
-                            }
-                        )
-                        for i in t["indexes"]
-                    ),
-                    sequences=tuple(
-                        SequenceInfo(**{**s, "options": SequenceOptions(**s["options"])}) for s in t["sequences"]
-                    ),
-                    tenant_column=t["tenant_column"],
-                    tenant_column_nullable=t["tenant_column_nullable"],
+        data = {k: v for k, v in data.items() if k != "membership"}
+        catalog = _value(cls, data, "catalog")
+        for t in catalog.tables:
+            if t.role not in ROLES or t.global_rows not in GLOBAL_ROWS:
+                raise CatalogError(
+                    f"table {t.name}: role {t.role!r} / global_rows {t.global_rows!r} unknown "
+                    f"(roles: {', '.join(ROLES)}; global_rows: {', '.join(GLOBAL_ROWS)})."
                 )
-            )
-        types = tuple(
-            UserType(
-                **{
-                    **u,
-                    "labels": tuple(u["labels"]),
-                    "checks": tuple(tuple(x) for x in u["checks"]),
-                    "attributes": tuple(tuple(x) for x in u["attributes"]),
-                    "depends_on": tuple(u["depends_on"]),
-                }
-            )
-            for u in data["types"]
-        )
-        return cls(
-            tenant_column=data["tenant_column"],
-            tables=tuple(tables),
-            types=types,
-            extensions=tuple(data["extensions"]),
-            master_tables=tuple(data["master_tables"]),
-            notes=tuple(data["notes"]),
-            source=data.get("source", ""),
-            server_version=data.get("server_version", 0),
-        )
+            if t.role != TENANT:
+                raise CatalogError(
+                    f"table {t.name} has role {t.role!r}; this version migrates tenant tables only "
+                    "(implied and reference tables come with the next one): set its role to shared or remove it."
+                )
+        return catalog
 
     @classmethod
     def from_json(cls, text: str) -> Catalog:
@@ -312,9 +423,14 @@ class Catalog:
                 f"catalog file {path} does not exist; write one with "
                 "`handyshop-migration inspect --source-url URL --output FILE`."
             ) from None
+        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+            raise CatalogError(f"catalog file {path} cannot be read ({exc.__class__.__name__}); "
+                               "point HANDYSHOP_CATALOG at a catalog file.") from None
         try:
             return cls.from_json(text)
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except CatalogError as exc:
+            raise CatalogError(f"catalog file {path}: {exc}") from None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CatalogError(
                 f"catalog file {path} is not a valid catalog ({type(exc).__name__}: {exc}); "
                 "write it again with `handyshop-migration inspect`."
@@ -324,434 +440,42 @@ class Catalog:
         Path(path).write_text(self.to_json(), encoding="utf-8")
 
 
-def _options(d: dict[str, Any]) -> SequenceOptions:
-    return SequenceOptions(
-        start=int(d["start"]),
-        increment=int(d["increment"]),
-        minvalue=int(d["minvalue"]),
-        maxvalue=int(d["maxvalue"]),
-        cache=int(d["cache"]),
-        cycle=bool(d["cycle"]),
-    )
-
-
-def _identity(d: dict[str, Any] | None) -> Identity | None:
-    return Identity(d["always"], SequenceOptions(**d["options"])) if d else None
-
-
-# -- introspection ------------------------------------------------------------------------------------
-
-_FK_ACTIONS = {"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
-
-_COLUMN_SQL = """
-SELECT a.attname AS name,
-       format_type(a.atttypid, a.atttypmod) AS type,
-       a.atttypid AS type_oid,
-       CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0
-            THEN (SELECT quote_ident(n.nspname) || '.' || quote_ident(c.collname)
-                    FROM pg_collation c JOIN pg_namespace n ON n.oid = c.collnamespace
-                   WHERE c.oid = a.attcollation) END AS collation,
-       a.attgenerated AS generated_kind,
-       pg_get_expr(d.adbin, d.adrelid) AS default_expr
-  FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
- WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
- ORDER BY a.attnum
-"""
-
-_CONSTRAINT_SQL = """
-SELECT c.conname AS name, c.contype AS kind, pg_get_constraintdef(c.oid) AS definition,
-       ARRAY(SELECT a.attname FROM unnest(c.conkey) WITH ORDINALITY k(attnum, ord)
-             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum ORDER BY k.ord) AS columns,
-       c.confupdtype AS on_update, c.confdeltype AS on_delete, c.confmatchtype AS match_type,
-       c.condeferrable AS deferrable, c.condeferred AS deferred,
-       fn.nspname AS ref_schema, fc.relname AS ref_table,
-       ARRAY(SELECT a.attname FROM unnest(c.confkey) WITH ORDINALITY k(attnum, ord)
-             JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.attnum ORDER BY k.ord) AS ref_columns
-  FROM pg_constraint c
-  LEFT JOIN pg_class fc ON fc.oid = c.confrelid
-  LEFT JOIN pg_namespace fn ON fn.oid = fc.relnamespace
- WHERE c.conrelid = %s::regclass AND c.contype IN ('p', 'u', 'c', 'x', 'f')
- ORDER BY c.conname
-"""
-
-_INDEX_SQL = """
-SELECT ic.relname AS name, pg_get_indexdef(i.indexrelid) AS definition, i.indisunique AS unique,
-       am.amname AS method, i.indnkeyatts AS nkeys,
-       ARRAY(SELECT CASE WHEN k.attnum = 0 THEN NULL ELSE a.attname END
-               FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
-               LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-              ORDER BY k.ord) AS columns,
-       ARRAY(SELECT pg_get_indexdef(i.indexrelid, g, true)
-               FROM generate_series(1, i.indnatts) g ORDER BY g) AS column_defs,
-       pg_get_expr(i.indpred, i.indrelid, true) AS predicate,
-       EXISTS (SELECT 1 FROM pg_depend d
-                WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
-                  AND d.refobjid = i.indrelid AND d.refobjsubid = %s) AS uses_tenant_column,
-       i.indexprs IS NOT NULL AS has_expressions
-  FROM pg_index i
-  JOIN pg_class ic ON ic.oid = i.indexrelid
-  JOIN pg_am am ON am.oid = ic.relam
- WHERE i.indrelid = %s::regclass
-   AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = i.indrelid)
- ORDER BY ic.relname
-"""
-
-_SEQUENCE_SQL = """
-SELECT DISTINCT ON (s.seqrelid) sn.nspname AS schema, sc.relname AS name, a.attname AS column,
-       format_type(s.seqtypid, NULL) AS data_type, s.seqstart AS start, s.seqincrement AS increment,
-       s.seqmin AS minvalue, s.seqmax AS maxvalue, s.seqcache AS cache, s.seqcycle AS cycle,
-       EXISTS (SELECT 1 FROM pg_depend o WHERE o.classid = 'pg_class'::regclass AND o.objid = s.seqrelid
-                 AND o.refobjid = ad.adrelid AND o.deptype = 'a') AS owned
-  FROM pg_attrdef ad
-  JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
-  JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
-                  AND d.refclassid = 'pg_class'::regclass
-  JOIN pg_sequence s ON s.seqrelid = d.refobjid
-  JOIN pg_class sc ON sc.oid = s.seqrelid
-  JOIN pg_namespace sn ON sn.oid = sc.relnamespace
- WHERE ad.adrelid = %s::regclass
- ORDER BY s.seqrelid
-"""
-
-_TYPE_INFO_SQL = """
-SELECT t.oid, n.nspname AS schema, t.typname AS name, t.typtype AS kind, t.typelem AS elem,
-       t.typbasetype AS base, t.typsubscript = 'array_subscript_handler'::regproc AS is_array,
-       EXISTS (SELECT 1 FROM pg_opclass o JOIN pg_am a ON a.oid = o.opcmethod
-                WHERE a.amname = 'hash' AND o.opcdefault AND o.opcintype = t.oid) AS has_hash,
-       ARRAY(SELECT e.enumlabel FROM pg_enum e WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder) AS labels,
-       CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) END AS base_type,
-       t.typdefault AS default, t.typnotnull AS not_null,
-       ARRAY(SELECT ARRAY[c.conname, pg_get_constraintdef(c.oid)] FROM pg_constraint c
-              WHERE c.contypid = t.oid AND c.contype = 'c' ORDER BY c.conname) AS checks,
-       ARRAY(SELECT ARRAY[a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid::text] FROM pg_attribute a
-              WHERE t.typtype = 'c' AND a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped
-              ORDER BY a.attnum) AS attributes,
-       (SELECT e.extname FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
-         WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e') AS extension
-  FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
- WHERE t.oid = %s
-"""
-
-
-class _TypeWalker:
-    """Follows a column type through domains, arrays and composites.
-
-    It answers two questions: which user-defined types a tenant database needs (and in which order),
-    and whether COPY BINARY is safe. Binary arrays and composites embed the OIDs of their element and
-    attribute types, and user-defined types have different OIDs in every database, so a table holding
-    such a column is copied as text instead.
-    """
-
-    def __init__(self, cur: psycopg.Cursor[dict[str, Any]]) -> None:
-        self.cur = cur
-        self.info: dict[int, dict[str, Any]] = {}
-        self.used: dict[int, None] = {}  # user types in dependency order (dict keeps insertion order)
-
-    def _get(self, oid: int) -> dict[str, Any]:
-        if oid not in self.info:
-            self.info[oid] = self.cur.execute(_TYPE_INFO_SQL, (oid,)).fetchone() or {}
-        return self.info[oid]
-
-    def visit(self, oid: int) -> bool:
-        """Record the user types `oid` needs; return whether COPY BINARY of it is safe."""
-        t = self._get(oid)
-        if not t:
-            return True
-        safe = True
-        if t["kind"] == "d":
-            safe = self.visit(t["base"])
-        elif t["is_array"]:
-            elem_safe = self.visit(t["elem"])
-            safe = t["elem"] < FIRST_USER_OID and elem_safe
-        elif t["kind"] == "c" and oid >= FIRST_USER_OID:
-            safe = False
-            for attr in t["attributes"]:
-                self.visit(int(attr[2]))
-        if oid >= FIRST_USER_OID and not t["is_array"]:
-            self.used.setdefault(oid, None)
-        return safe
-
-    def hashable(self, oid: int) -> bool:
-        """Same hash in every database: a built-in type with a default hash opclass (enums hash by OID, json
-        has no hash function), or an array of one."""
-        t = self._get(oid)
-        if not t or oid >= FIRST_USER_OID:
-            return False
-        if t["is_array"]:
-            return self.hashable(t["elem"])
-        return bool(t["has_hash"])
-
-    def types(self) -> tuple[tuple[UserType, ...], tuple[str, ...]]:
-        extensions = sorted({self.info[o]["extension"] for o in self.used if self.info[o]["extension"]})
-        own = [o for o in self.used if not self.info[o]["extension"] and self.info[o]["kind"] in ("e", "d", "c")]
-        result = []
-        for oid in own:
-            t = self.info[oid]
-            deps = [t["base"]] if t["kind"] == "d" else [int(a[2]) for a in t["attributes"]]
-            dep_names = set()
-            for dep in deps:
-                d = self._get(dep)
-                target = d["elem"] if d.get("is_array") else dep
-                if target in own and target != oid:
-                    dep_names.add(f"{self.info[target]['schema']}.{self.info[target]['name']}")
-            result.append(
-                UserType(
-                    schema=t["schema"],
-                    name=t["name"],
-                    kind={"e": "enum", "d": "domain", "c": "composite"}[t["kind"]],
-                    labels=tuple(t["labels"]),
-                    base_type=t["base_type"],
-                    default=t["default"],
-                    not_null=bool(t["not_null"]),
-                    checks=tuple((c[0], c[1]) for c in t["checks"]),
-                    attributes=tuple((a[0], a[1]) for a in t["attributes"]),
-                    depends_on=tuple(sorted(dep_names)),
-                )
-            )
-        # dependencies first, then by name: a deterministic order the DDL can run in
-        ordered: list[UserType] = []
-        pending = sorted(result, key=lambda u: (u.schema, u.name))
-        while pending:
-            done = {f"{u.schema}.{u.name}" for u in ordered}
-            ready = [u for u in pending if set(u.depends_on) <= done]
-            if not ready:
-                raise CatalogError("user-defined types depend on each other in a cycle: " + ", ".join(u.name for u in pending))
-            ordered.extend(ready)
-            pending = [u for u in pending if u not in ready]
-        return tuple(ordered), tuple(extensions)
-
-
-def _qualified(schema: str, name: str) -> str:
-    return psycopg.sql.Identifier(schema, name).as_string(None)
-
-
-def introspect(
-    source: ConnectionSpec,
-    *,
-    tenant_column: str = "shop_id",
-    schema: str = "public",
-    include: Sequence[str] | None = None,
-    exclude: Iterable[str] = (),
-) -> Catalog:
-    """Read the tenant tables of `source` (tables having `tenant_column`, or exactly `include`)."""
-    url = source.sqlalchemy_url("psycopg").reveal()
-    # SQLAlchemy does not know composite types ("Did not recognize type"); their exact text comes from
-    # format_type() below, so the warning says nothing useful here.
-    warnings.filterwarnings("ignore", message="Did not recognize type", category=sa.exc.SAWarning)
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as sa_conn:
-            inspector = sa.inspect(sa_conn)
-            all_tables = inspector.get_table_names(schema=schema)
-            tables_with_column = [
-                t for t in all_tables if any(c["name"] == tenant_column for c in inspector.get_columns(t, schema=schema))
-            ]
-            excluded = set(exclude)
-            if include is not None:
-                missing = [t for t in include if t not in all_tables]
-                if missing:
-                    raise CatalogError(
-                        f"the source {source.dbname} lacks the tables {', '.join(missing)}; "
-                        "check the table list or the source URL."
-                    )
-                lacking = [t for t in include if t not in tables_with_column]
-                if lacking:
-                    raise CatalogError(
-                        f"the tables {', '.join(lacking)} have no {tenant_column!r} column; "
-                        f"tenant tables must carry the tenant column (or pass --tenant-column)."
-                    )
-                names = [t for t in include if t not in excluded]
-            else:
-                names = [t for t in tables_with_column if t not in excluded]
-            if not names:
-                raise CatalogError(
-                    f"no table in schema {schema!r} of {source.dbname} has a column {tenant_column!r}; "
-                    "pass the right --tenant-column or --schema."
-                )
-            sa_info = {
-                t: {
-                    "columns": inspector.get_columns(t, schema=schema),
-                    "pk": inspector.get_pk_constraint(t, schema=schema),
-                    "fks": inspector.get_foreign_keys(t, schema=schema),
-                }
-                for t in names
-            }
-            order = [t for t, _ in inspector.get_sorted_table_and_fkc_names(schema=schema) if t in names]
-        with source.connect() as conn:
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            # Definition texts (defaults, constraints, indexes) qualify names relative to search_path:
-            # pin it so the same source always gives the same catalog, and tenant DDL runs under the same.
-            conn.execute(psycopg.sql.SQL("SET LOCAL search_path = {}").format(psycopg.sql.Identifier(schema)))
-            return _build(conn, source, schema, tenant_column, names, order, sa_info)
-    finally:
-        engine.dispose()
-
-
-def _build(
-    conn: psycopg.Connection,
-    source: ConnectionSpec,
-    schema: str,
-    tenant_column: str,
-    names: list[str],
-    sa_order: list[str],
-    sa_info: dict[str, dict[str, Any]],
-) -> Catalog:
-    cur = conn.cursor(row_factory=dict_row)
-    notes: list[str] = []
-    tables: dict[str, Table] = {}
-    walker = _TypeWalker(cur)
-    master: set[str] = set()
-    for name in names:
-        qname = _qualified(schema, name)
-        relkind = cur.execute("SELECT relkind FROM pg_class WHERE oid = %s::regclass", (qname,)).fetchone()
-        if relkind and relkind["relkind"] == "p":
-            raise CatalogError(
-                f"table {name!r} is partitioned; partitioned tenant tables are not supported yet — "
-                "exclude it (--exclude) and migrate it separately."
-            )
-        pg_cols = cur.execute(_COLUMN_SQL, (qname,)).fetchall()
-        safe = {c["type_oid"]: walker.visit(c["type_oid"]) for c in pg_cols}
-        sa_cols = {c["name"]: c for c in sa_info[name]["columns"]}
-        columns = []
-        for pc in pg_cols:
-            sc = sa_cols[pc["name"]]
-            ident = sc.get("identity")
-            computed = sc.get("computed")
-            if computed and re.search(rf'\b"?{re.escape(tenant_column)}"?\b', computed["sqltext"]):
-                raise CatalogError(
-                    f"generated column {name}.{pc['name']} is computed from the tenant column {tenant_column!r}, "
-                    "which tenant databases do not have; change the column or exclude the table."
-                )
-            columns.append(
-                Column(
-                    name=pc["name"],
-                    type=pc["type"],
-                    nullable=bool(sc["nullable"]),
-                    default=None if (ident or computed) else pc["default_expr"],
-                    collation=pc["collation"],
-                    identity=Identity(bool(ident["always"]), _options(ident)) if ident else None,
-                    generated=computed["sqltext"] if computed else None,
-                    generated_kind=(
-                        {"s": "stored", "v": "virtual"}.get(pc["generated_kind"], "stored") if computed else None
-                    ),
-                    binary_copy_safe=bool(safe.get(pc["type_oid"], True)),
-                    hashable=walker.hashable(pc["type_oid"]) and pc["collation"] is None,
-                )
-            )
-        tenant_col = next((c for c in columns if c.name == tenant_column), None)
-        if tenant_col is None:  # pragma: no cover - filtered above
-            raise CatalogError(f"table {name} has no column {tenant_column!r}")
-
-        primary_key: Constraint | None = None
-        constraints: list[Constraint] = []
-        fks: list[ForeignKey] = []
-        external: list[ForeignKey] = []
-        for c in cur.execute(_CONSTRAINT_SQL, (qname,)).fetchall():
-            cols = tuple(c["columns"])
-            if c["kind"] == "f":
-                fk = ForeignKey(
-                    name=c["name"],
-                    columns=cols,
-                    ref_schema=c["ref_schema"],
-                    ref_table=c["ref_table"],
-                    ref_columns=tuple(c["ref_columns"]),
-                    definition=c["definition"],
-                    on_update=_FK_ACTIONS[c["on_update"]],
-                    on_delete=_FK_ACTIONS[c["on_delete"]],
-                    match_full=c["match_type"] == "f",
-                    deferrable=c["deferrable"],
-                    initially_deferred=c["deferred"],
-                )
-                if c["ref_schema"] == schema and c["ref_table"] in names:
-                    fks.append(fk)
-                else:
-                    external.append(fk)
-                    master.add(c["ref_table"])
-                continue
-            kind = {"p": "primary key", "u": "unique", "c": "check", "x": "exclusion"}[c["kind"]]
-            con = Constraint(name=c["name"], kind=kind, columns=cols, definition=c["definition"])
-            if kind == "primary key":
-                primary_key = con
-            else:
-                constraints.append(con)
-        tenant_attnum = cur.execute(
-            "SELECT attnum FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s", (qname, tenant_column)
-        ).fetchone()["attnum"]
-        indexes = []
-        for ix in cur.execute(_INDEX_SQL, (tenant_attnum, qname)).fetchall():
-            nkeys = ix["nkeys"]
-            indexes.append(
-                Index(
-                    name=ix["name"],
-                    definition=ix["definition"],
-                    unique=ix["unique"],
-                    method=ix["method"],
-                    key_columns=tuple(ix["columns"][:nkeys]),
-                    key_definitions=tuple(ix["column_defs"][:nkeys]),
-                    include_columns=tuple(c for c in ix["columns"][nkeys:] if c is not None),
-                    predicate=ix["predicate"],
-                    uses_tenant_column=ix["uses_tenant_column"],
-                )
-            )
-        sequences = tuple(
-            SequenceInfo(s["schema"], s["name"], s["column"], s["data_type"], _options(s), s["owned"])
-            for s in cur.execute(_SEQUENCE_SQL, (qname,)).fetchall()
-        )
-        triggers = cur.execute(
-            "SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal ORDER BY tgname", (qname,)
-        ).fetchall()
-        for tg in triggers:
-            if not tg["tgname"].startswith("handyshop_capture"):
-                notes.append(f"trigger {tg['tgname']} on {name} is not recreated in tenant databases")
-        tables[name] = Table(
-            schema=schema,
-            name=name,
-            columns=tuple(columns),
-            primary_key=primary_key,
-            constraints=tuple(constraints),
-            foreign_keys=tuple(fks),
-            external_foreign_keys=tuple(external),
-            indexes=tuple(indexes),
-            sequences=sequences,
-            tenant_column=tenant_column,
-            tenant_column_nullable=tenant_col.nullable,
-        )
-
-    types, extensions = walker.types()
-    ordered = _fk_order(tables, sa_order, notes)
-    version = int(cur.execute("SHOW server_version_num").fetchone()["server_version_num"])
-    conn.rollback()
-    return Catalog(
-        tenant_column=tenant_column,
-        tables=tuple(tables[n] for n in ordered),
-        types=types,
-        extensions=extensions,
-        master_tables=tuple(sorted(master)),
-        notes=tuple(notes),
-        source=source.dbname,
-        server_version=version,
-    )
-
-
-def _fk_order(tables: dict[str, Table], sa_order: list[str], notes: list[str]) -> list[str]:
-    """Parents before children among tenant tables; SQLAlchemy's order breaks ties, cycles are noted."""
-    rank = {name: i for i, name in enumerate(sa_order)}
-    remaining = dict(tables)
-    ordered: list[str] = []
-    while remaining:
-        ready = sorted(
-            (n for n, t in remaining.items() if not (set(t.parents) & set(remaining))),
-            key=lambda n: (rank.get(n, len(rank)), n),
-        )
-        if not ready:
-            cycle = sorted(remaining, key=lambda n: (rank.get(n, len(rank)), n))
-            notes.append("foreign keys form a cycle between " + ", ".join(cycle) + "; copied in this order")
-            ready = cycle[:1]
-        ordered.extend(ready)
-        for n in ready:
-            remaining.pop(n)
-    return ordered
+def _value(hint: Any, data: Any, where: str) -> Any:
+    """Build a value of type `hint` (dataclass, tuple, optional, dict, scalar) from its JSON form."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if data is None:
+            return None
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _value(options[0], data, where)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(data, list):
+            raise TypeError(f"{where}: expected a list, got {type(data).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_value(args[0], x, f"{where}[{i}]") for i, x in enumerate(data))
+        return tuple(_value(a, x, where) for a, x in zip(args, data, strict=True))
+    if origin is dict:
+        _, value_type = typing.get_args(hint)
+        if not isinstance(data, dict):
+            raise TypeError(f"{where}: expected an object")
+        return {str(k): _value(value_type, v, f"{where}.{k}") for k, v in data.items()}
+    if isinstance(hint, type) and is_dataclass(hint):
+        if not isinstance(data, dict):
+            raise TypeError(f"{where}: expected an object for {hint.__name__}")
+        hints = typing.get_type_hints(hint)
+        known = {f.name for f in fields(hint)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise KeyError(f"{where}: unknown fields {', '.join(unknown)}")
+        return hint(**{k: _value(hints[k], v, f"{where}.{k}") for k, v in data.items()})
+    if hint is int and (not isinstance(data, int) or isinstance(data, bool)):
+        raise TypeError(f"{where}: expected an integer")
+    if hint is str and not isinstance(data, str):
+        raise TypeError(f"{where}: expected a string")
+    if hint is bool and not isinstance(data, bool):
+        raise TypeError(f"{where}: expected true or false")
+    return data
 
 
 # -- the catalog shipped with the package ---------------------------------------------------------------
@@ -764,18 +488,33 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     return Catalog.load(path or PACKAGED_CATALOG)
 
 
+def introspect(*args: Any, **kwargs: Any) -> Catalog:
+    """`introspection.introspect` (the reading of a live source lives there; kept here for callers)."""
+    from handyshop_migration.tenancy.engine.introspection import introspect as read
+
+    return read(*args, **kwargs)
+
+
 __all__ = [
+    "CATALOG_FORMAT",
     "Catalog",
+    "CatalogFinding",
     "Column",
     "Constraint",
+    "Extension",
     "ForeignKey",
+    "Hop",
     "Identity",
     "Index",
+    "PACKAGED_CATALOG",
+    "SchemaObject",
     "SequenceInfo",
     "SequenceOptions",
+    "SharedTable",
     "Table",
+    "TenantsTable",
     "UserType",
+    "UsersTable",
     "introspect",
     "load_catalog",
-    "PACKAGED_CATALOG",
 ]

@@ -16,8 +16,11 @@
   load (2-3x faster than maintaining them per row; benchmarks/copy_throughput.py); foreign
   keys touching the table are always dropped for the load and re-added, validated, once both ends hold
   data from the same snapshot — so all foreign keys of a shop exist again when its last table is in.
-- Sequences are set past the copied ids and past the source's own sequence value, so an insert without
-  an id succeeds in the tenant and cannot reuse an id the shared database already handed out.
+- Sequences are set past the copied ids and to where the source's own sequence would go on (a never-used
+  one included), so an insert without an id succeeds in the tenant and cannot reuse an id the shared
+  database already handed out.
+- Triggers of the tenant schema do not fire on the load (replica-mode transaction): the rows are the
+  source's, `last_update` values included. Materialized views are refreshed once the shop is in.
 """
 
 from __future__ import annotations
@@ -273,17 +276,19 @@ def _sequence_of(conn: psycopg.Connection, qualified: str, column: str, owned_by
     return str(row[0]) if row and row[0] else None
 
 
-def _last_issued(conn: psycopg.Connection, sequence: str) -> int | None:
-    """The last value a sequence handed out (None if none): `last_value` counts only once `is_called`."""
+def _sequence_state(conn: psycopg.Connection, sequence: str) -> tuple[int, bool] | None:
+    """The source sequence's (last_value, is_called): with is_called false (never used, or reset with
+    `setval(…, false)`) its next value is last_value itself — not last_value minus the increment, which for
+    a fresh sequence is below its minimum (`setval: value 0 is out of bounds`)."""
     row = conn.execute(
-        "SELECT n.nspname, c.relname, s.seqincrement FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "JOIN pg_sequence s ON s.seqrelid = c.oid WHERE c.oid = %s::regclass",
         (sequence,),
     ).fetchone()
     if row is None:
         return None
     state = one_row(conn, sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(row[0], row[1])))
-    return int(state[0]) if state[1] else int(state[0]) - int(row[2])
+    return int(state[0]), bool(state[1])
 
 
 def _set_sequences(snapshot: SourceSnapshot, tenant: psycopg.Connection, tt: TenantTable) -> None:
@@ -296,13 +301,17 @@ def _set_sequences(snapshot: SourceSnapshot, tenant: psycopg.Connection, tt: Ten
         source_seq = _sequence_of(snapshot.conn, qualified, column, owned, name)
         if tenant_seq is None:
             continue
-        last = _last_issued(snapshot.conn, source_seq) if source_seq is not None else None
+        state = _sequence_state(snapshot.conn, source_seq) if source_seq is not None else None
+        last, called = state if state is not None else (None, True)
+        # The tenant's next id is past the copied ids and where the source's next id would be: called, the
+        # source's next is after last_value; not called, it is last_value itself.
         tenant.execute(
             sql.SQL(
-                "SELECT setval(%s::regclass, v) FROM (SELECT greatest((SELECT max({}) FROM {}), %s::bigint) AS v) s "
-                "WHERE v IS NOT NULL"
+                "SELECT CASE WHEN m IS NOT NULL AND (%s OR l IS NULL OR m >= l) THEN setval(%s::regclass, greatest(m, l))"
+                " ELSE setval(%s::regclass, l, %s) END"
+                " FROM (SELECT (SELECT max({}) FROM {}) AS m, %s::bigint AS l) s WHERE coalesce(m, l) IS NOT NULL"
             ).format(sql.Identifier(column), sql.Identifier(t.schema, t.name)),
-            (tenant_seq, last),
+            (called, tenant_seq, tenant_seq, called, last),
         )
 
 
@@ -375,6 +384,18 @@ def copy_table(
     )
 
 
+def refresh_materialized_views(tenant: psycopg.Connection, schema: TenantSchema, shop_id: int) -> tuple[str, ...]:
+    """Materialized views are created WITH NO DATA: fill them from the shop's rows once they are all in."""
+    targets = schema.refresh_targets(shop_id)
+    if targets:
+        with tenant.transaction():
+            for name in targets:
+                tenant.execute(sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.SQL(name)))
+        if tenant.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+            tenant.commit()  # the block above was a savepoint inside the caller's (read-only) transaction
+    return targets
+
+
 def _add_foreign_key(tenant: psycopg.Connection, create: str, name: str, child: str, parent: str, shop: int) -> None:
     try:
         with tenant.transaction():
@@ -402,6 +423,8 @@ def copy_shop(
     with SourceSnapshot(source) as snapshot, tenant_admin.connect() as tenant:
         for name in names:
             results.append(copy_table(snapshot, tenant, schema, name, shop_id, rebuild_threshold=rebuild_threshold))
+        if tables is None:
+            refresh_materialized_views(tenant, schema, shop_id)
     return results
 
 

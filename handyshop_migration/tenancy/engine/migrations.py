@@ -26,6 +26,7 @@ from handyshop_migration.tenancy.names import CONTROL_SCHEMA as META_SCHEMA
 
 TABLE = "schema_migrations"
 INITIAL = "0001_tenant_schema"
+SHOP_SPECIFIC = "0001_tenant_schema_shop"  # objects of one tenant only, from the same catalog
 # pg_advisory_xact_lock key: a fixed 64-bit number of our own ("handysh0" in ASCII).
 LOCK_KEY = 0x68616E6479736830
 
@@ -48,8 +49,29 @@ class MigrationReport:
 
     @property
     def version(self) -> str:
-        names = self.already + self.applied
-        return names[-1] if names else ""
+        return schema_version(self.already + self.applied)
+
+
+def schema_version(names: Sequence[str]) -> str:
+    """A tenant's schema version: its newest migration that every tenant gets. A tenant's own objects
+    (`SHOP_SPECIFIC`, right after 0001) are no version: with them a shop would look newer than, or
+    different from, the others at the same migration (and the fleet would list it as stale)."""
+    common = sorted(n for n in names if n != SHOP_SPECIFIC)
+    return common[-1] if common else ""
+
+
+def shop_migrations(catalog: Catalog, shop_id: int) -> tuple[Migration, ...]:
+    """The objects of one tenant only (a partial index or a view whose condition names it), as the migration
+    `0001_tenant_schema_shop`, applied to that tenant after the template's 0001; empty when it has none."""
+    text = render(catalog).shop_script(shop_id)
+    return (Migration(SHOP_SPECIFIC, text),) if text else ()
+
+
+def with_shop(migrations: Sequence[Migration], shop: Sequence[Migration]) -> tuple[Migration, ...]:
+    """`migrations` with a tenant's own ones right after 0001 (they are derived from the same catalog)."""
+    out = list(migrations)
+    at = next((i + 1 for i, m in enumerate(out) if m.name == INITIAL), 0)
+    return tuple(out[:at] + list(shop) + out[at:])
 
 
 def tenant_migrations(catalog: Catalog, directory: str | Path | None = None) -> tuple[Migration, ...]:
@@ -65,7 +87,7 @@ def tenant_migrations(catalog: Catalog, directory: str | Path | None = None) -> 
         if not path.is_dir():
             raise MigrationError(f"tenant migrations directory {path} does not exist; create it or unset the option.")
         for file in sorted(path.glob("*.sql")):
-            if file.stem <= INITIAL:
+            if file.stem < "0002":
                 raise MigrationError(
                     f"migration file {file.name} sorts before or at {INITIAL}, which is generated from the catalog; "
                     "name it 0002_... or later."

@@ -57,7 +57,9 @@ def major_version(server_version_num: int) -> int:
 def tool_version(binary: Path) -> tuple[int, str] | None:
     """(major, `--version` text) of a PostgreSQL client, or None if it does not run."""
     try:
-        result = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            [str(binary), "--version"], capture_output=True, text=True, timeout=30, env=client_environment()
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     match = _VERSION.search(result.stdout)
@@ -179,22 +181,126 @@ def conninfo_without_password(spec: ConnectionSpec) -> str:
     return make_conninfo(**params)  # type: ignore[arg-type]
 
 
-@contextmanager
-def client_env(spec: ConnectionSpec) -> Iterator[dict[str, str]]:
-    """Environment for pg_dump/pg_restore: the password in a private passfile, no inherited PG* settings."""
-    # Inherited PGHOST/PGSERVICE/PGOPTIONS... would silently change what is dumped.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+# What a client program (pg_dump, pg_restore) may see of our environment: where programs and their
+# libraries are, the locale and time zone, and HOME (libpq finds ~/.postgresql/root.crt there for
+# sslmode=verify-full). Never our own variables: TENANT_ENCRYPTION_KEY, the database URLs, DAGSTER_* would
+# be readable in /proc/<pid>/environ of a process that needs none of them; nor inherited PG* settings
+# (PGHOST, PGSERVICE, PGOPTIONS … would silently change what is dumped or restored).
+CLIENT_ENVIRONMENT = ("PATH", "HOME", "LANG", "TZ", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "SYSTEMROOT")
+PASSFILE_PREFIX = "handyshop-pgpass"  # private directories of the fallback passfile: <prefix>.<pid>.<random>
+
+
+def client_environment() -> dict[str, str]:
+    """The allowlisted environment of a client program (see CLIENT_ENVIRONMENT)."""
+    env = {k: v for k, v in os.environ.items() if k in CLIENT_ENVIRONMENT or k.startswith("LC_")}
     env["LC_MESSAGES"] = "C"  # English messages: errors are read by operators and matched by tests
-    fd, name = tempfile.mkstemp(prefix="handyshop-pgpass-")  # created 0600
+    return env
+
+
+@dataclass(frozen=True)
+class ClientEnv:
+    """How a client program is started: its environment, and the descriptor of its in-memory passfile."""
+
+    env: dict[str, str]
+    pass_fds: tuple[int, ...] = ()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host runs under `pid` (what a leftover file's name says made it)."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            if spec.password is not None:
-                escaped = spec.password.reveal().replace("\\", "\\\\").replace(":", "\\:")
-                f.write(f"*:*:*:*:{escaped}\n")
-        env["PGPASSFILE"] = name
-        yield env
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def clean_leftover_passfiles(directory: Path | None = None) -> list[Path]:
+    """Remove passfiles a killed run left (only the fallback writes one to disk): private directories of
+    processes that no longer run, and the single files of earlier versions (`handyshop-pgpass-XXXX`).
+    Returns what was removed."""
+    base = Path(directory or tempfile.gettempdir())
+    removed: list[Path] = []
+    try:
+        entries = list(base.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        try:
+            if entry.is_symlink() or entry.lstat().st_uid != os.getuid():
+                continue
+            if name.startswith(PASSFILE_PREFIX + "-") and entry.is_file():  # an earlier version's mkstemp file
+                entry.unlink()
+                removed.append(entry)
+            elif name.startswith(PASSFILE_PREFIX + ".") and entry.is_dir():
+                pid = name.split(".")[1]
+                if pid.isdigit() and not pid_alive(int(pid)):
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry)
+        except OSError:
+            continue  # vanished meanwhile, or not ours to look at
+    return removed
+
+
+def _passfile_text(spec: ConnectionSpec) -> bytes:
+    if spec.password is None:
+        return b""  # an empty passfile: libpq must not fall back to ~/.pgpass
+    escaped = spec.password.reveal().replace("\\", "\\\\").replace(":", "\\:")
+    return f"*:*:*:*:{escaped}\n".encode()
+
+
+def _memory_passfile(text: bytes) -> int | None:
+    """An anonymous in-memory file (Linux memfd, mode 0600) holding `text`, or None where there is none.
+    It is gone with the last process holding it: a SIGKILL leaves nothing on any disk."""
+    if not hasattr(os, "memfd_create"):
+        return None
+    try:
+        fd = os.memfd_create(PASSFILE_PREFIX, os.MFD_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        os.fchmod(fd, 0o600)  # libpq ignores a passfile that group or others may read
+        view = memoryview(text)
+        while view:
+            view = view[os.write(fd, view):]
+        if not os.path.exists(f"/dev/fd/{fd}"):  # no /dev/fd (no /proc mounted): the child could not open it
+            os.close(fd)
+            return None
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+@contextmanager
+def client_env(spec: ConnectionSpec) -> Iterator[ClientEnv]:
+    """How to start pg_dump/pg_restore for `spec`: the allowlisted environment, and the password in a
+    passfile that no kill can leave behind — an in-memory file handed over by descriptor (PGPASSFILE=
+    /dev/fd/N). Where there is none (not Linux), a 0600 file in a private 0700 directory named after this
+    process, removed afterwards, and by the next run if this one is killed."""
+    clean_leftover_passfiles()
+    env = client_environment()
+    text = _passfile_text(spec)
+    fd = _memory_passfile(text)
+    if fd is not None:
+        env["PGPASSFILE"] = f"/dev/fd/{fd}"
+        try:
+            yield ClientEnv(env, (fd,))
+        finally:
+            os.close(fd)
+        return
+    directory = Path(tempfile.mkdtemp(prefix=f"{PASSFILE_PREFIX}.{os.getpid()}."))  # created 0700
+    try:
+        path = directory / "pgpass"
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(handle, "wb") as f:
+            f.write(text)
+        env["PGPASSFILE"] = str(path)
+        yield ClientEnv(env)
     finally:
-        Path(name).unlink(missing_ok=True)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def clean_output(text: str, spec: ConnectionSpec) -> str:
@@ -204,9 +310,11 @@ def clean_output(text: str, spec: ConnectionSpec) -> str:
     return text[-_STDERR_TAIL:]
 
 
-def run_client(args: list[str], env: dict[str, str], spec: ConnectionSpec, what: str) -> subprocess.CompletedProcess[str]:
+def run_client(args: list[str], client: ClientEnv, spec: ConnectionSpec, what: str) -> subprocess.CompletedProcess[str]:
     try:
-        result = subprocess.run(args, capture_output=True, text=True, env=env, cwd="/")
+        result = subprocess.run(
+            args, capture_output=True, text=True, env=client.env, pass_fds=client.pass_fds, cwd="/"
+        )
     except OSError as exc:
         raise BackupError(f"{what}: cannot run {args[0]}: {exc}") from None
     if result.returncode != 0:

@@ -41,7 +41,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
@@ -58,6 +58,7 @@ from handyshop_migration.tenancy.engine.migrations import (
     apply_migrations,
     check,
     fingerprint,
+    with_shop,
 )
 from handyshop_migration.tenancy.errors import ProvisioningError
 from handyshop_migration.tenancy.names import (
@@ -203,6 +204,8 @@ class Provisioner:
     tenant_host: str | None = None
     tenant_port: int | None = None
     global_shop_ids: tuple[int, ...] = DEFAULT_GLOBAL_SHOP_IDS
+    # a shop's own migrations (objects of that tenant only), applied after the template's
+    shop_migrations: Callable[[int], Sequence[Migration]] | None = None
     _conn: psycopg.Connection | None = field(default=None, init=False, repr=False)
     _template: str | None = field(default=None, init=False, repr=False)
 
@@ -315,7 +318,7 @@ class Provisioner:
         comment = self._comment(kind, name)
         if comment is None:
             return False
-        if comment != expected:
+        if comment != expected and not (kind == "database" and self._ours_unmarked(name, shop_id)):
             owner = ""
             if kind == "database":
                 row = self._admin().execute(
@@ -329,6 +332,28 @@ class Provisioner:
                 "HANDYSHOP_TENANT_OWNER_ROLE)."
             )
         return True
+
+    def _ours_unmarked(self, database: str, shop_id: int) -> bool:
+        """A database of ours whose marker is missing or changed: owned by the shop's application role (which
+        carries our marker), and named by the shop's registry entry. `CREATE DATABASE` and its `COMMENT` are
+        two statements, so a run killed between them leaves exactly that; and the application role owns its
+        database, so it may rewrite the comment. Nobody else can make a database owned by our role."""
+        role = self.naming.role_name(shop_id)
+        row = self._admin().execute(
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (database,)
+        ).fetchone()
+        if row is None or row[0] != role or self._comment("role", role) != marker("application role", shop_id):
+            return False
+        entry = self.registry.find(shop_id)
+        return entry is not None and entry.database == database and entry.role == role
+
+    def refuse_foreign(self, shop_id: int) -> None:
+        """Refuse (ProvisioningError, nothing changed anywhere) if the shop's database or roles exist and are
+        not ours: before anything is recorded for the shop."""
+        self._check_shop_id(shop_id)
+        self._refuse_foreign("database", self.naming.database_name(shop_id), shop_id, marker("tenant database", shop_id))
+        self._refuse_foreign("role", self.naming.role_name(shop_id), shop_id, marker("application role", shop_id))
+        self._refuse_foreign("role", self.naming.owner_name(shop_id), shop_id, marker("owner role", shop_id))
 
     def provision(self, shop_id: int, *, adopt: TenantCredentials | None = None) -> ProvisionResult:
         """The shop's database and roles on this server (idempotent; see the module doc).
@@ -422,11 +447,13 @@ class Provisioner:
                 tconn.execute(
                     sql.SQL("REASSIGN OWNED BY {} TO {}").format(sql.Identifier(TEMPLATE_OWNER), sql.Identifier(owner))
                 )
+        # the shop's own objects (an index or view of this tenant only) follow the template's 0001
+        migrations = with_shop(self.migrations, self.shop_migrations(shop_id) if self.shop_migrations else ())
         with creds.owner_spec().connect(settings=PINNED_SEARCH_PATH) as oconn:
             recorded = applied_migrations(oconn)
-            pending = check(recorded, self.migrations, db)
+            pending = check(recorded, migrations, db)
             oconn.rollback()
-            report = apply_migrations(oconn, self.migrations) if pending else MigrationReport((), tuple(recorded), 0.0)
+            report = apply_migrations(oconn, migrations) if pending else MigrationReport((), tuple(recorded), 0.0)
             _grant_application(oconn, role)
         return ProvisionResult(
             shop_id=shop_id,

@@ -109,24 +109,29 @@ def validate_source(
     catalog: Catalog,
     *,
     global_shop_ids: Sequence[int] = DEFAULT_GLOBAL_SHOP_IDS,
-    shops_table: str = "shops",
-    users_table: str = "users",
+    migrating: Sequence[int] | None = None,
     planned_pools: int | None = None,
     pool_size: int = 2,
     expected_tables: Sequence[str] | None = None,
 ) -> ValidationReport:
     """Check the shared database `source` against `catalog`; never writes.
 
-    `planned_pools` is the number of tenant connection pools the app will hold after the migration
-    (default: one per shop), each holding `pool_size` connections in steady state: 2 is the migration
-    script's own estimate (current + 2 × shops); a pool's maximum (20) is a burst ceiling, and idle
-    connections close after 30 s. `expected_tables` are further tables
-    (in the catalog's schema) that must exist besides the catalog's tenant and master tables.
+    The tenants table and the users table are the catalog's (`catalog.tenants`, `catalog.users`), and only
+    the checks the catalog lists in `phase0_checks` run: without a users table, no owner checks.
+
+    The connection budget plans one tenant connection pool per shop being migrated — `migrating` (the shops
+    of this migration), or `planned_pools` pools when given, else every shop the tenants table lists —
+    each holding `pool_size` connections in steady state: 2 is the migration script's own estimate
+    (current + 2 × shops); a pool's maximum (20) is a burst ceiling, and idle connections close after 30 s.
+    `expected_tables` are further tables (in the catalog's schema) that must exist besides the catalog's
+    tenant and master tables.
     """
     if pool_size < 1:
         raise ConfigurationError(f"pool_size must be at least 1, got {pool_size}.")
     if planned_pools is not None and planned_pools < 0:
         raise ConfigurationError(f"planned_pools must be 0 or more, got {planned_pools}.")
+    if planned_pools is None and migrating is not None:
+        planned_pools = len(set(migrating))
     with source.connect() as conn:
         # One snapshot for every query: counts, orphans and references describe the same moment.
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -137,8 +142,6 @@ def validate_source(
                 source,
                 catalog,
                 global_shop_ids=tuple(global_shop_ids),
-                shops_table=shops_table,
-                users_table=users_table,
                 planned_pools=planned_pools,
                 pool_size=pool_size,
                 expected_tables=tuple(expected_tables or ()),
@@ -197,8 +200,6 @@ class _Validator:
         catalog: Catalog,
         *,
         global_shop_ids: tuple[int, ...],
-        shops_table: str,
-        users_table: str,
         planned_pools: int | None,
         pool_size: int,
         expected_tables: tuple[str, ...],
@@ -209,8 +210,13 @@ class _Validator:
         self.tc = catalog.tenant_column
         self.schema = catalog.tables[0].schema if catalog.tables else "public"
         self.global_ids = global_shop_ids
-        self.shops_table = shops_table
-        self.users_table = users_table
+        self.tenants = catalog.tenants
+        self.users = catalog.users
+        self.shops_table = catalog.tenants.table if catalog.tenants else ""
+        self.shops_key = catalog.tenants.key if catalog.tenants else "id"
+        self.users_table = catalog.users.table if catalog.users else ""
+        # a catalog without phase0_checks (built by hand) runs every check whose tables it names
+        self.checks = set(catalog.phase0_checks) if catalog.phase0_checks else None
         self.planned_pools = planned_pools
         self.pool_size = pool_size
         self.expected_tables = expected_tables
@@ -228,15 +234,23 @@ class _Validator:
     def ident(self, name: str, schema: str | None = None) -> sql.Identifier:
         return sql.Identifier(schema or self.schema, name)
 
+    def runs(self, check: str) -> bool:
+        return self.checks is None or check in self.checks
+
     def run(self) -> ValidationReport:
         self.check_tables()
-        if self.has(self.shops_table, "id"):
+        if self.tenants is not None and self.has(self.shops_table, self.shops_key):
             rows = self.conn.execute(
-                sql.SQL("SELECT id FROM {} ORDER BY id").format(self.ident(self.shops_table))
+                sql.SQL("SELECT {} FROM {} ORDER BY 1").format(
+                    sql.Identifier(self.shops_key), self.ident(self.shops_table)
+                )
             ).fetchall()
             self.shop_ids = [int(r[0]) for r in rows]
-        self.check_owners()
-        self.check_users_without_shop()
+        if self.users is not None and self.runs("shops_without_owner"):
+            self.check_owners()
+        if self.users is not None and self.runs("users_without_shop"):
+            self.check_users_without_shop()
+        self.check_schema_objects()
         for table in self.catalog.tables:
             if table.name in self.usable:
                 self.check_tenant_rows(table)
@@ -269,8 +283,9 @@ class _Validator:
             expected[t.qualified] = "a tenant table of the catalog"
         for name in self.catalog.master_tables:
             expected.setdefault((self.schema, name), "a master table the catalog's tenant tables reference")
-        for name, why in ((self.shops_table, "the shops table"), (self.users_table, "the users table")):
-            expected.setdefault((self.schema, name), why)
+        for name, why in ((self.shops_table, "the tenants table"), (self.users_table, "the users table")):
+            if name:
+                expected.setdefault((self.schema, name), why)
         for name in self.expected_tables:
             expected.setdefault((self.schema, name), "listed in expected_tables")
         schemas, names = zip(*expected, strict=True) if expected else ((), ())
@@ -339,26 +354,29 @@ class _Validator:
     # -- users and shops --------------------------------------------------------------------------------
 
     def check_owners(self) -> None:
-        users = self.users_table
-        if not (self.has(self.shops_table, "id") and self.has(users, "id", self.tc, "role")):
+        assert self.users is not None  # noqa: S101 - run() checks
+        users, u = self.users_table, self.users
+        utc = u.tenant_column
+        if not (u.role_column and self.has(self.shops_table, self.shops_key) and self.has(users, "id", utc, u.role_column)):
             return
         alive = (
-            sql.SQL(" AND u.deleted_at IS NULL") if self.has(users, "deleted_at") else sql.SQL("")
+            sql.SQL(" AND u.{} IS NULL").format(sql.Identifier(u.deleted_column))
+            if u.deleted_column and self.has(users, u.deleted_column) else sql.SQL("")
         )  # a deleted owner cannot log in: the shop has no usable owner
         rows = self.conn.execute(
             sql.SQL(
-                "SELECT s.id FROM {shops} s WHERE NOT EXISTS "
-                "(SELECT 1 FROM {users} u WHERE u.{tc} = s.id AND u.role = %s{alive}) ORDER BY s.id"
-            ).format(shops=self.ident(self.shops_table), users=self.ident(users), tc=sql.Identifier(self.tc),
-                     alive=alive),
-            ("owner",),
+                "SELECT s.{key} FROM {shops} s WHERE NOT EXISTS "
+                "(SELECT 1 FROM {users} u WHERE u.{tc} = s.{key} AND u.{role} = %s{alive}) ORDER BY 1"
+            ).format(shops=self.ident(self.shops_table), users=self.ident(users), tc=sql.Identifier(utc),
+                     key=sql.Identifier(self.shops_key), role=sql.Identifier(u.role_column), alive=alive),
+            (u.owner_role,),
         ).fetchall()
         shops = [int(r[0]) for r in rows]
         if shops:
             self.add(
                 "shops_without_owner",
                 WARNING,
-                f"{_n(len(shops), 'shop')} without an active owner ({users}.role = 'owner'): "
+                f"{_n(len(shops), 'shop')} without an active owner ({users}.{u.role_column} = '{u.owner_role}'): "
                 f"{_id_list(shops, len(shops))}; "
                 "they can be migrated, but nobody can log in as their owner — assign an owner in the app.",
                 table=self.shops_table,
@@ -368,15 +386,17 @@ class _Validator:
             )
 
     def check_users_without_shop(self) -> None:
-        users = self.users_table
-        if not self.has(users, "id", self.tc):
+        assert self.users is not None  # noqa: S101 - run() checks
+        users, u = self.users_table, self.users
+        if not self.has(users, "id", u.tenant_column):
             return
-        conditions = [sql.SQL("{} IS NULL").format(sql.Identifier(self.tc))]
+        conditions = [sql.SQL("{} IS NULL").format(sql.Identifier(u.tenant_column))]
         # Superadmins are a flag, not a role: they have no shop by design.
-        if self.has(users, "is_superadmin"):
-            conditions.append(sql.SQL("NOT coalesce(is_superadmin, false)"))
-        if self.has(users, "deleted_at"):
-            conditions.append(sql.SQL("deleted_at IS NULL"))  # deleted accounts never log in again
+        if u.superadmin_column and self.has(users, u.superadmin_column):
+            conditions.append(sql.SQL("NOT coalesce({}, false)").format(sql.Identifier(u.superadmin_column)))
+        if u.deleted_column and self.has(users, u.deleted_column):
+            # deleted accounts never log in again
+            conditions.append(sql.SQL("{} IS NULL").format(sql.Identifier(u.deleted_column)))
         rows = self.conn.execute(
             sql.SQL("SELECT id, count(*) OVER () FROM {} WHERE {} ORDER BY id LIMIT %s").format(
                 self.ident(users), sql.SQL(" AND ").join(conditions)
@@ -389,7 +409,7 @@ class _Validator:
                 "users_without_shop",
                 WARNING,
                 f"{_n(total, 'user')} without a shop (not superadmins): {_id_list(ids, total)}; "
-                f"they will not reach any tenant database — set {users}.{self.tc} or delete them.",
+                f"they will not reach any tenant database — set {users}.{u.tenant_column} or delete them.",
                 table=users,
                 ids=tuple(ids),
                 details={"count": total},
@@ -415,6 +435,8 @@ class _Validator:
         known = set(self.shop_ids)
         globals_ = sorted(s for s in counts if s is not None and s in self.global_ids)
         orphans = sorted(s for s in counts if s is not None and s not in known and s not in self.global_ids)
+        if self.tenants is None or not self.runs("orphan_shop_rows"):
+            orphans = []
         nulls = counts.get(None, 0)
         if not (nulls or globals_ or orphans):
             return
@@ -530,6 +552,22 @@ class _Validator:
         )
 
     # -- the rest -------------------------------------------------------------------------------------------
+
+    def check_schema_objects(self) -> None:
+        """What the tenant schema leaves out or changes (the catalog's findings): known, accepted facts —
+        a warning when something is left out or will fail, an info when it is rewritten faithfully."""
+        if not self.runs("schema_objects"):
+            return
+        for f in self.catalog.findings:
+            faithful = f.action == "rewritten" or f.action.startswith("only in tenant")
+            # a foreign key to a table that stays shared: the column and its values stay, only the check goes
+            severity = INFO if faithful or f.object.startswith("foreign key ") else WARNING
+            self.add(
+                "schema_objects",
+                severity,
+                f"{f.object}: {f.action} in tenant databases — {f.reason}.",
+                details={"object": f.object, "action": f.action, "reason": f.reason},
+            )
 
     def count_other_tables(self) -> None:
         for name in self.schema_tables:

@@ -352,7 +352,7 @@ class TenantMover:
 
     def _require_current_schema(self, shop_id: int, spec: ConnectionSpec, database: str) -> None:
         with spec.connect() as conn:
-            pending = check(applied_migrations(conn), self.fleet.migrations, database)
+            pending = check(applied_migrations(conn), self.fleet.migrations_of(shop_id), database)
         if pending:
             raise MoveRefused(
                 f"shop {shop_id}'s tenant database is behind the newest tenant migration ({', '.join(m.name for m in pending)} "

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from handyshop_migration.tenancy.application.registry import ConnectionRegistry, TenantCredentials
-from handyshop_migration.tenancy.engine.migrations import Migration
+from handyshop_migration.tenancy.engine.migrations import Migration, with_shop
 from handyshop_migration.tenancy.engine.provisioning import (
     AccessReport,
     DeprovisionResult,
@@ -47,6 +47,8 @@ class FleetProvisioner:
     global_shop_ids: tuple[int, ...] = DEFAULT_GLOBAL_SHOP_IDS
     # bytes a shop's tenant database will take (ShopSizeEstimator over the shared database); default: an empty one
     estimate: Callable[[int], int] = lambda shop: EMPTY_TENANT_BYTES
+    # a shop's own migrations (objects of that tenant only), applied after the template's on whichever server
+    shop_migrations: Callable[[int], Sequence[Migration]] | None = None
     _provisioners: dict[str, Provisioner] = field(default_factory=dict, init=False, repr=False)
     live: LiveServers = field(init=False, repr=False)
     placement: Placement = field(init=False, repr=False)
@@ -73,6 +75,7 @@ class FleetProvisioner:
                 tenant_host=config.tenant_host,
                 tenant_port=config.tenant_port,
                 global_shop_ids=self.global_shop_ids,
+                shop_migrations=self.shop_migrations,
             )
             self.live.borrowed[server] = found  # the budget reads through the provisioner's admin connection
         return found
@@ -117,6 +120,21 @@ class FleetProvisioner:
         if placed is not None:
             return placed
         return self.placement.place(shop_id, self.estimate(shop_id))
+
+    def migrations_of(self, shop_id: int) -> tuple[Migration, ...]:
+        """Every migration the shop's tenant database should have: the fleet's, with its own objects after 0001."""
+        return with_shop(self.migrations, self.shop_migrations(shop_id) if self.shop_migrations else ())
+
+    def refuse_foreign(self, shop_id: int) -> None:
+        """Refuse (one line) if the shop's database or roles exist on the server it is placed on and are not
+        ours. The room a placement made for it then goes back: nothing of ours exists for it there yet."""
+        server = self.server_of(shop_id)
+        try:
+            self.provisioner_for(server).refuse_foreign(shop_id)
+        except ProvisioningError:
+            if self.registry.find(shop_id) is None:
+                self.placement.forget(shop_id, server)
+            raise
 
     def provision(self, shop_id: int) -> ProvisionResult:
         """Place the shop (or find where it is) and provision it there."""

@@ -37,6 +37,8 @@ from handyshop_migration.tenancy.engine.migrations import (
     applied_migrations,
     apply_migrations,
     check,
+    schema_version,
+    with_shop,
 )
 from handyshop_migration.tenancy.errors import HandyshopError, LifecycleRefused, SchemaChangeRefused
 from handyshop_migration.tenancy.fleet import contract
@@ -128,6 +130,13 @@ class SchemaChanges:
         self._noted: dict[int, dict[str, object]] = {}
         self._lock = threading.Lock()
 
+    def migrations_of(self, shop_id: int) -> tuple[Migration, ...]:
+        """The shop's migrations: the fleet's, with its own objects (a catalog's per-tenant index or view) after
+        0001, as provisioning applied them; without those its recorded `0001_tenant_schema_shop` is unknown."""
+        provisioner = self.workflow.provisioner
+        own = provisioner.shop_migrations(shop_id) if provisioner.shop_migrations else ()
+        return with_shop(self.migrations, own)
+
     @property
     def newest(self) -> str:
         return self.migrations[-1].name if self.migrations else ""
@@ -153,17 +162,18 @@ class SchemaChanges:
         creds = self.workflow.registry.get(shop_id)
         tenant = self.workflow.tenant(shop_id)
         started = time.perf_counter()
+        migrations = self.migrations_of(shop_id)
         with tenant.connect() as conn:
             recorded = applied_migrations(conn)
-            pending = check(recorded, self.migrations, creds.database)
+            pending = check(recorded, migrations, creds.database)
             conn.rollback()
             if not pending:
-                return ShopSchema(shop_id, creds.server, max(recorded, default=""), (), time.perf_counter() - started)
+                return ShopSchema(shop_id, creds.server, schema_version(list(recorded)), (), time.perf_counter() - started)
             refused = contract.refusal(shop_id, record.state, pending, self.workflow.catalog)
             if refused:
                 raise SchemaChangeRefused(refused)
             with self.slots.hold(creds.server):
-                report = apply_migrations(conn, self.migrations)
+                report = apply_migrations(conn, migrations)
         return ShopSchema(shop_id, creds.server, report.version, report.applied, time.perf_counter() - started)
 
     def run_one(self, shop_id: int, record: ShopState | None = None, *, batch: bool = False) -> ShopSchema:

@@ -126,6 +126,7 @@ from handyshop_migration.tenancy.engine.capture.shared import (
 from handyshop_migration.tenancy.engine.capture.tenant import (
     disable_tenant_capture,
     enable_tenant_capture,
+    tenant_capture_enabled,
     tenant_lag,
 )
 from handyshop_migration.tenancy.engine.capture.verify import (
@@ -181,6 +182,7 @@ __all__ = [
     "replaying",
     "set_fence",
     "tenant_guard_sql",
+    "tenant_capture_enabled",
     "tenant_guard_state",
     "tenant_lag",
     "touched_keys",

@@ -51,6 +51,22 @@ def disable_tenant_capture(tenant: psycopg.Connection, catalog: Catalog) -> None
             tenant.execute("TRUNCATE handyshop_migration.changes")
 
 
+def tenant_capture_enabled(tenant: psycopg.Connection, catalog: Catalog) -> bool:
+    """Whether any tenant table still has the capture trigger (`enable_tenant_capture` ran and
+    `disable_tenant_capture` did not since). Does not end a caller's transaction."""
+    inside = tenant.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+    row = one_row(
+        tenant,
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger g JOIN pg_catalog.pg_class c ON c.oid = g.tgrelid "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE g.tgname = %s "
+        "AND (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[])))",
+        (TENANT_TRIGGER, [t.schema for t in catalog.tables], [t.name for t in catalog.tables]),
+    )
+    if not inside:
+        tenant.rollback()
+    return bool(row[0])
+
+
 def tenant_lag(tenant: psycopg.Connection) -> Lag:
     if tenant.execute("SELECT to_regclass('handyshop_migration.changes')").fetchone() == (None,):
         tenant.rollback()
