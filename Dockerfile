@@ -35,5 +35,5 @@ RUN useradd --system --uid 10001 --home-dir /opt/dagster --shell /usr/sbin/nolog
 USER dagster
 
 EXPOSE 3000 4000
-CMD ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", "-m", "handyshop_migration.definitions", \
-     "--location-name", "handyshop_migration"]
+CMD ["python", "-m", "handyshop_migration.pipeline.code_server", "-h", "0.0.0.0", "-p", "4000", \
+     "-m", "handyshop_migration.definitions", "--location-name", "handyshop_migration"]

@@ -443,8 +443,8 @@ def run_variant(storage: str, args: argparse.Namespace, root: Path) -> dict[str,
 
             # -- every shop's checks stored per partition --------------------------------------------------
             by_shop = {r["shop"]: r for r in results}
-            by_shop[shop_ids[-2]] = {"checks": len(outcome.run.checks)}
-            by_shop[shop_ids[-1]] = {"checks": len(profiled.run.checks)}
+            by_shop[shop_ids[-2]] = {"checks": sum(len(r.checks) for r in outcome.runs)}
+            by_shop[shop_ids[-1]] = {"checks": sum(len(r.checks) for r in profiled.runs)}
             missing: list[str] = []
             for shop in shop_ids:
                 stored = check_results(instance, defs, shop)
@@ -582,7 +582,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="seed scale: ~2,000 rows per shop at 1.0")
     parser.add_argument("--profile-out", default="", help="also save the cProfile stats to this path (+ .<storage>.pstats)")
     parser.add_argument("--root", type=Path, default=None, help="working directory (default: a fresh one under /tmp, removed)")
+    parser.add_argument("--paths", default="",
+                        help="measure the operators' paths from outside instead, one after the other: daemon (prepare, "
+                        "then `dagster dev` and new_shops_sensor), cli (prepare, then `migrate --shops all --workers W`), "
+                        "daemon-baseline (daemon with --baseline-yaml); e.g. --paths daemon,cli")
+    parser.add_argument("--baseline-yaml", default="", help="dagster.yaml of the daemon-baseline path (e.g. main's)")
+    parser.add_argument("--alt-yaml", default="", help="dagster.yaml of the daemon-alt path (a candidate setting)")
+    parser.add_argument("--baseline-shops", type=int, default=0,
+                        help="shops of the daemon-baseline path (default --shops; it is slow: ~4 shops/min)")
+    parser.add_argument("--sensor-interval", type=int, default=0,
+                        help="HANDYSHOP_SENSOR_INTERVAL_SECONDS for the paths (default: the product's)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds a path may take at most (default 3600)")
+    parser.add_argument("--keep", action="store_true", help="keep each path's directory (logs, server) afterwards")
     args = parser.parse_args(argv)
+    if args.paths:
+        import tempfile
+
+        from _paths import main_paths
+
+        root = args.root or Path(tempfile.mkdtemp(prefix="handyshop-bench-paths-"))
+        header(f"operators' paths: {args.paths}, {args.shops} shops at scale {args.scale}, "
+               f"cli with {args.workers} worker(s)")
+        try:
+            return main_paths(args, root)
+        finally:
+            if args.root is None and not args.keep:
+                import shutil
+
+                shutil.rmtree(root, ignore_errors=True)
     if not 1 <= args.shops <= 498:
         parser.error("--shops must be between 1 and 498 (seed_database allows 500 shops; two more are profiled)")
 

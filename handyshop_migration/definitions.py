@@ -11,7 +11,7 @@ import warnings
 import dagster as dg
 
 from handyshop_migration import settings
-from handyshop_migration.pipeline import fleet, jobs, phase0, phase1, phase2, phase3, phase4, phase5
+from handyshop_migration.pipeline import fleet, jobs, overview, phase0, phase1, phase2, phase3, phase4, phase5
 from handyshop_migration.pipeline.resources import build_resources
 from handyshop_migration.pipeline.sensors import build_new_shops_sensor, build_sync_sensor
 from handyshop_migration.tenancy.engine.catalog import Catalog, load_catalog
@@ -34,7 +34,7 @@ def build_definitions(catalog: Catalog | None = None, environ: dict[str, str] | 
     phase12_keys = [k for a in (*p1_assets, *p2) for k in a.keys]
     interval = settings.sensor_interval_seconds(env)
     return dg.Definitions(
-        assets=[*p0, *p1_assets, *p2, *later, *fleet_assets],
+        assets=[*p0, *p1_assets, *p2, *later, *fleet_assets, overview.overview_spec],
         asset_checks=p1_checks,
         jobs=[
             jobs.prepare_source,
@@ -50,6 +50,7 @@ def build_definitions(catalog: Catalog | None = None, environ: dict[str, str] | 
             build_new_shops_sensor(jobs.migrate_shop, interval, catalog),
             build_sync_sensor(jobs.sync_shop, interval),
             fleet.build_schema_sensor(fleet_jobs[2], catalog, env, interval),
+            overview.build_overview_sensor(interval),
         ],
         resources=build_resources(env),
         executor=dg.in_process_executor,

@@ -131,6 +131,13 @@ def test_migrate_and_status_on_the_production_path(pg_server: ConnectionSpec, tm
         assert [(s, u, a) for s, u, _, a in stored] == [(1, ns + "shop_user_1", True), (3, ns + "shop_user_3", True)]
         for shop, role, token, _ in stored:
             ConnectionSpec(source.host, source.port, role, Secret(cipher.decrypt(token)), ns + f"shop_{shop}_db").connect().close()
+        # cut over: status shows the seconds the shop's writes waited, and the fleet's p50/p95
+        cut = run(["migrate", "--shops", "1", "--through-phase", "4"], env)
+        assert cut.returncode == 0, cut.stdout + cut.stderr
+        status = run(["status"], env)
+        live = next(line for line in status.stdout.splitlines() if line.split()[:1] == ["1"])
+        assert re.search(r"4 live\s+live\s+reads tenant, writes tenant\s+default\s+0001_tenant_schema\s+\d+\s+\d+\.\d\ds\s", live), status.stdout
+        assert re.search(r"^fence windows over 1 cutover: p50 (\d+\.\d\d)s, p95 \1s", status.stdout, re.M), status.stdout
     finally:
         drop_database(pg_server, source.dbname)
         drop_namespace(pg_server, ns)

@@ -116,7 +116,9 @@ def test_every_dagster_service_runs_the_one_image_with_the_one_dagster_yaml(comp
     assert workspace == {"host": {"env": "DAGSTER_CODE_SERVER_HOST"}, "port": {"env": "DAGSTER_CODE_SERVER_PORT"},
                          "location_name": "handyshop_migration"}
     code = services[CODE_SERVER]["command"]
-    assert code[:3] == ["dagster", "code-server", "start"] and "handyshop_migration.definitions" in code
+    # Dagster's code server with forked run processes (pipeline/code_server.py passes the rest to `dagster api grpc`)
+    assert code[:3] == ["python", "-m", "handyshop_migration.pipeline.code_server"]
+    assert code[code.index("-m", 3) + 1] == "handyshop_migration.definitions"
     assert code[code.index("-p") + 1] == "4000" and code[code.index("--location-name") + 1] == "handyshop_migration"
 
 
@@ -126,7 +128,10 @@ def test_dagster_yaml_is_the_packaged_copy_and_keeps_storage_on_postgres() -> No
         "dagster.yaml and handyshop_migration/deploy/dagster.yaml must stay identical (dev/demo use the packaged one)"
     )
     config = yaml.safe_load(DAGSTER_YAML.read_text())
-    assert config["storage"] == {"postgres": {"postgres_url": {"env": "DAGSTER_PG_URL"}}}
+    # dagster-postgres's storage with pooled connections in every process (pipeline/storage.py), on the same URL
+    assert config["storage"] == {"custom": {"module": "handyshop_migration.pipeline.storage",
+                                            "class": "PooledPostgresStorage",
+                                            "config": {"postgres_url": {"env": "DAGSTER_PG_URL"}}}}
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
     runs = config["concurrency"]["runs"]
     assert runs["max_concurrent_runs"] >= 1

@@ -257,6 +257,24 @@ def test_runs_materializations_and_partition_checks_are_in_postgres_storage(stac
     assert storage_rows(dep, "SELECT count(*) FROM runs WHERE pipeline_name = 'prepare_source' AND status = 'SUCCESS'") == [(1,)]
 
 
+def test_the_overview_sensor_records_shops_per_state_for_the_ui(stack: Stack) -> None:
+    """migration_overview, recorded by its sensor on the daemon: the shops per state and the failed ones."""
+    key = _storage_asset_key(["migration_overview"])
+    stack.wait_success(stack.launched.graphql_run)  # one shop verified at least
+
+    def latest() -> str | None:
+        rows = storage_rows(stack.deployment, "SELECT event FROM event_logs WHERE asset_key = %s AND "
+                                              "dagster_event_type = 'ASSET_MATERIALIZATION' ORDER BY id DESC LIMIT 1", [key])
+        text = str(rows[0][0]) if rows else ""
+        return text if "| verified | 2 |" in text else None
+
+    text = wait_for("migration_overview_sensor to record a verified shop", latest, 90, interval=1,
+                    diagnose=stack.services.logs)
+    assert "**all**" in text and "**Failed:" in text and "**Stale" in text, text[:2000]
+    nodes = graphql(stack.url, "query { assetNodes { assetKey { path } groupName } }")["assetNodes"]
+    assert {"assetKey": {"path": ["migration_overview"]}, "groupName": "overview"} in nodes
+
+
 # -- a real browser ---------------------------------------------------------------------------------------------
 
 

@@ -80,11 +80,23 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     lifecycle = Lifecycle(source)
     lifecycle.ensure_schema()
     naming = os.environ.get(settings.TENANT_DATABASE) or DEFAULT_DATABASE_PATTERN
-    say(f"{len(shops)} shops through phase {args.through_phase} …")
-    outcomes = advance_shops(
-        defs, instance, lifecycle, shops, args.through_phase, confirm_retirement=args.confirm_retirement,
-        naming=lambda s: naming.format(id=s), progress=lambda o: say(shop_line(o)),
-    )
+    workers = min(getattr(args, "workers", 1), len(shops))
+    say(f"{len(shops)} shops through phase {args.through_phase}"
+        + (f" in {workers} worker processes" if workers > 1 else "") + " …")
+    if workers > 1:
+        from handyshop_migration.pipeline.runner import register_shops
+        from handyshop_migration.pipeline.workers import advance_in_workers
+
+        register_shops(instance, shops)
+        outcomes = advance_in_workers(
+            workers, shops, args.through_phase, confirm_retirement=args.confirm_retirement, database_pattern=naming,
+            progress=lambda o: say(shop_line(o)), lifecycle=lifecycle,
+        )
+    else:
+        outcomes = advance_shops(
+            defs, instance, lifecycle, shops, args.through_phase, confirm_retirement=args.confirm_retirement,
+            naming=lambda s: naming.format(id=s), progress=lambda o: say(shop_line(o)),
+        )
     say()
     say(summary(outcomes, names))
     reach = tenant_reach(outcomes)
@@ -130,20 +142,41 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    quiet_dagster()
-    from handyshop_migration.pipeline.status import shop_status
+    """Read-only, and fast for a thousand shops: one lifecycle query, and on Postgres storage two storage
+    queries without importing Dagster (see pipeline/status.py); any other storage through the Dagster API."""
+    from pathlib import Path
+
+    from handyshop_migration.pipeline.status import (
+        fence_summary,
+        postgres_storage_url,
+        shop_status,
+        shop_status_from_storage,
+    )
     from handyshop_migration.tenancy.dsn import ConnectionSpec
     from handyshop_migration.tenancy.lifecycle import Lifecycle
 
-    instance = dagster_instance()
+    home = os.environ.get("DAGSTER_HOME", "")
+    if not home or not Path(home).is_dir():
+        dagster_instance()  # says in one line what is wrong with DAGSTER_HOME
     lifecycle = None
     if os.environ.get(settings.SOURCE_URL):
         lifecycle = Lifecycle(ConnectionSpec.from_url(os.environ[settings.SOURCE_URL], name=settings.SOURCE_URL))
-        lifecycle.ensure_schema()
-    rows = shop_status(instance, lifecycle)
+    url = postgres_storage_url(home)
+    if url is not None:
+        rows = shop_status_from_storage(url, lifecycle)
+    else:
+        quiet_dagster()
+        import dagster as dg
+
+        with dg.DagsterInstance.get() as instance:
+            rows = shop_status(instance, lifecycle)
     if not rows:
         say("no shops registered yet (run `handyshop-migration migrate` or let new_shops_sensor add them).")
         return 0
-    say(table(("shop", "phase", "state", "route", "server", "schema", "rows", "last error", "last run"),
-              [(r.shop, r.phase, r.state, r.route, r.server, r.schema, r.rows, r.last_error, r.last_run) for r in rows]))
+    say(table(("shop", "phase", "state", "route", "server", "schema", "rows", "fence", "last error", "last run"),
+              [(r.shop, r.phase, r.state, r.route, r.server, r.schema, r.rows, r.fence, r.last_error, r.last_run)
+               for r in rows]))
+    windows = fence_summary(rows)
+    if windows:
+        say(windows)
     return 0

@@ -50,6 +50,9 @@ def _migrate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--through-phase", type=int, choices=(2, 3, 4, 5), default=2, help="last phase to run (default 2)")
     p.add_argument("--confirm-retirement", action="store_true",
                    help="phase 5 deletes the shops' rows from the shared database (archived first): required for 5")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="shops migrated at once, each worker a process of its own (default 1; 2 on a 2-core machine); "
+                   "the copy pool in dagster.yaml still caps concurrent copies on the shared database")
 
 
 def _prepare(p: argparse.ArgumentParser) -> None:

@@ -6,16 +6,14 @@ named by an error finding, or a drifted catalog, is not provisioned (see `gates.
 """
 
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import dagster as dg
 
 from handyshop_migration import settings
+from handyshop_migration.pipeline.background import LAST, SourceBackupResource
 from handyshop_migration.pipeline.resources import SourceDatabase
 from handyshop_migration.pipeline.runner import init_source_pool
-from handyshop_migration.tenancy.engine.backup import backup_source
 from handyshop_migration.tenancy.engine.catalog import Catalog
 from handyshop_migration.tenancy.engine.introspection import introspect_like
 from handyshop_migration.tenancy.engine.validation import validate_source
@@ -50,10 +48,12 @@ _SEVERITY = {"error": dg.AssetCheckSeverity.ERROR, "warning": dg.AssetCheckSever
 
 
 def build_phase0(catalog: Catalog) -> list[dg.AssetsDefinition]:
-    @dg.asset(group_name=GROUP, kinds={"postgres"}, description="pg_dump of the shared database, verified with pg_restore --list.")
-    def source_backup(context: dg.AssetExecutionContext, source: SourceDatabase) -> dg.MaterializeResult:
-        directory = Path(os.environ.get(settings.BACKUP_DIR, settings.DEFAULT_BACKUP_DIR)).absolute()
-        backup = backup_source(source.spec(), directory)
+    # The dump starts with the run and overlaps the catalog and validation steps; this step runs last and
+    # waits for it (pipeline/background.py).
+    @dg.asset(group_name=GROUP, kinds={"postgres"}, op_tags=LAST,
+              description="pg_dump of the shared database, verified with pg_restore --list.")
+    def source_backup(context: dg.AssetExecutionContext, backup_runner: SourceBackupResource) -> dg.MaterializeResult:
+        backup = backup_runner.result()
         context.log.info(f"backup {backup.path} ({backup.bytes} bytes) verified: {backup.restore_list_entries} entries")
         return dg.MaterializeResult(
             metadata={

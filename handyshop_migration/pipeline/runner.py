@@ -11,6 +11,8 @@ whose tenant was never opened, `ShopState.tenant_closed`) to the phase asked for
 failure. A shop already there (or past it) is done, not an error.
 """
 
+import os
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -23,8 +25,12 @@ from handyshop_migration.pipeline.phase2 import SOURCE_POOL
 from handyshop_migration.tenancy.errors import HandyshopError
 from handyshop_migration.tenancy.lifecycle import PHASE, Lifecycle, ShopState, State
 
+FINISHED = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+
 # The CLI prints its own summary; every event still goes to the event log (and the UI).
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+# Who executes an in-process run: a run whose owner process is gone is recognised and failed (see `reap_dead_runs`).
+OWNER_TAG = "handyshop/owner"  # "<host>:<pid>:<process start time>"
 
 # The states each `--through-phase` aims at (reached once the shop is in one of them or beyond).
 # An interrupted cutover (cutting_over) is no target: its writes are held in the shared database until it is
@@ -171,17 +177,73 @@ def _message(err: Any) -> str:
     return text.removeprefix("dagster._core.definitions.events.Failure: ").splitlines()[0] if text else ""
 
 
-def prepare_instance(instance: dg.DagsterInstance) -> dg.DagsterInstance:
+def prepare_instance(instance: dg.DagsterInstance, *, reap: bool = True) -> dg.DagsterInstance:
     """Make an instance fit for running many shops in this process.
 
     - Pooled storage connections: dagster-postgres otherwise opens a new connection for every storage call
       (~1,300 per shop's run, 45 % of its time); `optimize_for_webserver` is what dagster-webserver does for
       itself (benchmarks/end_to_end.py measured 3.7x per shop).
     - The copy pool's limit row created once: two runs creating it at the same moment race in Dagster 1.13
-      (one fails with "current transaction is aborted" on concurrency_limits)."""
+      (one fails with "current transaction is aborted" on concurrency_limits).
+    - Runs left unfinished by a process that died failed, their concurrency slots freed (`reap_dead_runs`)."""
     instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=10)
     init_source_pool(instance)
+    if reap:
+        reap_dead_runs(instance)
     return instance
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process `pid` (clock ticks since boot), or None if there is no such process: with the
+    pid it names one process for good (a pid is reused, a pid with its start time is not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def owner_tag(pid: int | None = None) -> str:
+    pid = pid or os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid) or ''}"
+
+
+def owner_alive(tag: str) -> bool | None:
+    """Whether the process named by an owner tag still runs; None when it is another host's (not ours to judge)."""
+    host, _, rest = tag.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    return _process_start(int(pid)) == started
+
+
+def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Fail the runs an in-process owner on this host left unfinished when it died (SIGKILL, a crash, a lost
+    machine's reboot), and free the concurrency slots they held, so the next run of the shop does not wait on a
+    slot nobody will give back. Also frees slots still held by runs that have ended. Returns the runs failed.
+
+    Runs the daemon launched carry no owner tag: their code server fails them when their process dies, and
+    run monitoring (`free_slots_after_run_end_seconds` in dagster.yaml) frees their slots."""
+    failed = []
+    unfinished = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED]
+    host = socket.gethostname()
+    for run in instance.get_runs(dg.RunsFilter(statuses=unfinished)):
+        tag = run.tags.get(OWNER_TAG)
+        if not tag or not tag.startswith(f"{host}:") or owner_alive(tag) is not False:
+            continue
+        instance.report_run_failed(
+            run, message=f"the process that executed this run in-process ({tag}) is gone; marked failed and its "
+            "concurrency slots freed by the next migration command"
+        )
+        failed.append(run.run_id)
+    storage = instance.event_log_storage
+    if storage.supports_global_concurrency_limits:
+        holders = storage.get_concurrency_run_ids()
+        if holders:
+            finished = instance.get_runs(dg.RunsFilter(run_ids=list(holders), statuses=list(FINISHED)))
+            for run in finished:
+                storage.free_concurrency_slots_for_run(run.run_id)
+    return failed
 
 
 def init_source_pool(instance: dg.DagsterInstance) -> None:
@@ -211,7 +273,7 @@ def run_job(
         instance=instance,
         partition_key=partition_key,
         run_config={**QUIET, **(run_config or {})},
-        tags=tags,
+        tags={**(tags or {}), OWNER_TAG: owner_tag()},
         raise_on_error=False,
     )
     return _outcome(job, result, time.perf_counter() - started)

@@ -4,6 +4,13 @@
 seen, so a tick is one index range scan (plus a small window below it for late commits). The run key
 `shop-<id>` makes the daemon refuse to launch a shop twice. Until phase 0 has validated the source, the
 sensor waits: a run would only be refused by phase 1's gate.
+
+At most `MAX_NEW_SHOPS_PER_TICK` shops per tick, and no more than keep `MAX_QUEUED` runs of the job waiting
+(the lowest ids first; the cursor stops after the last one taken, so the next ticks take the next ones):
+creating a run writes its planned events, so a first tick over a thousand shops would hold the sensor for
+minutes, and the daemon's run queue reads every queued run each second it looks, so a thousand queued runs
+would cost it more than the runs it launches. 60 waiting runs are more than a minute of work at 50 shops a
+minute: the queue never runs dry between two ticks of 30 s.
 """
 
 
@@ -20,6 +27,8 @@ from handyshop_migration.tenancy.engine.catalog import Catalog, load_catalog
 from handyshop_migration.tenancy.engine.shops import list_shops
 from handyshop_migration.tenancy.lifecycle import State
 
+MAX_NEW_SHOPS_PER_TICK = 100
+MAX_QUEUED = 60
 
 def build_new_shops_sensor(
     job: dg.JobDefinition | object,
@@ -42,10 +51,21 @@ def build_new_shops_sensor(
         with source.connect() as conn:
             shops = list_shops(conn, tenants, after=cursor, exclude=source.global_shop_ids)
         known = set(context.instance.get_dynamic_partitions(SHOPS))
-        new = [str(s.id) for s in shops if str(s.id) not in known]
-        next_cursor = str(max([s.id for s in shops] + [cursor or 0]))
+        ordered = sorted(shops, key=lambda s: s.id)
+        queued = context.instance.get_runs_count(
+            dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED], job_name=getattr(job, "name", None))
+        )
+        room = max(0, min(MAX_NEW_SHOPS_PER_TICK, MAX_QUEUED - queued))
+        waiting = [s for s in ordered if str(s.id) not in known]
+        new_shops = waiting[:room]
+        new = [str(s.id) for s in new_shops]
+        if len(new_shops) < len(waiting):  # more wait: continue after the last one taken
+            next_cursor = str(max(new_shops[-1].id, cursor or 0)) if new_shops else (context.cursor or "")
+        else:
+            next_cursor = str(max([s.id for s in shops] + [cursor or 0]))
         if not new:
-            return dg.SensorResult(cursor=next_cursor, skip_reason=dg.SkipReason("no new shops"))
+            reason = f"{len(waiting)} new shops wait: {queued} runs queued already" if waiting else "no new shops"
+            return dg.SensorResult(cursor=next_cursor or None, skip_reason=dg.SkipReason(reason))
         context.log.info(f"new shops: {', '.join(new)}")
         return dg.SensorResult(
             run_requests=[dg.RunRequest(partition_key=k, run_key=f"shop-{k}", tags={"handyshop/shop": k}) for k in new],

@@ -119,7 +119,13 @@ class FleetProvisioner:
         placed = self.placement.tenant_server(shop_id)
         if placed is not None:
             return placed
-        return self.placement.place(shop_id, self.estimate(shop_id))
+        return self.placement.place(shop_id, self.estimate(shop_id) if self._sizes_matter() else EMPTY_TENANT_BYTES)
+
+    def _sizes_matter(self) -> bool:
+        """Whether a shop's size can change where it goes: several servers, or a cap in bytes. The estimate
+        reads the shared tables (their sizes, a plan per table), so it would wait behind anyone's lock on
+        them; one server without a byte cap (the fleet without a servers file) has nothing to decide."""
+        return len(self.fleet.servers) > 1 or any(s.max_bytes is not None for s in self.fleet.servers)
 
     def migrations_of(self, shop_id: int) -> tuple[Migration, ...]:
         """Every migration the shop's tenant database should have: the fleet's, with its own objects after 0001."""
