@@ -11,7 +11,7 @@ import warnings
 import dagster as dg
 
 from handyshop_migration import settings
-from handyshop_migration.pipeline import jobs, overview, phase0, phase1, phase2, phase3, phase4, phase5
+from handyshop_migration.pipeline import fleet, jobs, overview, phase0, phase1, phase2, phase3, phase4, phase5
 from handyshop_migration.pipeline.resources import build_resources
 from handyshop_migration.pipeline.sensors import build_new_shops_sensor, build_sync_sensor
 from handyshop_migration.tenancy.engine.catalog import Catalog, load_catalog
@@ -29,10 +29,12 @@ def build_definitions(catalog: Catalog | None = None, environ: dict[str, str] | 
     p1_assets, p1_checks = phase1.build_phase1(catalog)
     p2 = phase2.build_phase2(catalog)
     later = [*phase3.build_phase3(catalog), *phase4.build_phase4(catalog), *phase5.build_phase5(catalog)]
+    fleet_assets = fleet.build_fleet(catalog, env)
+    fleet_jobs = fleet.build_fleet_jobs(catalog)
     phase12_keys = [k for a in (*p1_assets, *p2) for k in a.keys]
     interval = settings.sensor_interval_seconds(env)
     return dg.Definitions(
-        assets=[*p0, *p1_assets, *p2, *later, overview.overview_spec],
+        assets=[*p0, *p1_assets, *p2, *later, *fleet_assets, overview.overview_spec],
         asset_checks=p1_checks,
         jobs=[
             jobs.prepare_source,
@@ -42,10 +44,12 @@ def build_definitions(catalog: Catalog | None = None, environ: dict[str, str] | 
             jobs.cutover_shop,
             jobs.retire_shop,
             *jobs.build_way_back_jobs(catalog, phase12_keys),
+            *fleet_jobs,
         ],
         sensors=[
             build_new_shops_sensor(jobs.migrate_shop, interval, catalog),
             build_sync_sensor(jobs.sync_shop, interval),
+            fleet.build_schema_sensor(fleet_jobs[2], catalog, env, interval),
             overview.build_overview_sensor(interval),
         ],
         resources=build_resources(env),

@@ -21,6 +21,7 @@ GLOBAL_SHOP_IDS = "HANDYSHOP_GLOBAL_SHOP_IDS"  # shop ids that mark global rows,
 SENSOR_INTERVAL = "HANDYSHOP_SENSOR_INTERVAL_SECONDS"  # new_shops_sensor's minimum interval, default 30
 CAPTURE = "HANDYSHOP_CAPTURE"  # "off" copies without capturing writes (no phase 3); default on
 ARCHIVE_DIR = "HANDYSHOP_ARCHIVE_DIR"  # where phase 5 archives a shop's rows before deleting them
+SERVERS = "HANDYSHOP_SERVERS"  # the tenant servers (YAML/JSON file: names, admin URL variables, capacities); optional
 ENCRYPTION_KEY = "TENANT_ENCRYPTION_KEY"
 APP_ENCRYPTION_KEY = "HANDYSHOP_APP_ENCRYPTION_KEY"  # the real app's own key, for export-app-registry
 OLD_ENCRYPTION_KEYS = "TENANT_ENCRYPTION_OLD_KEYS"

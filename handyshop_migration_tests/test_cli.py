@@ -109,7 +109,9 @@ def test_migrate_and_status_on_the_production_path(pg_server: ConnectionSpec, tm
         lines = {line.split()[0]: line for line in status.stdout.splitlines()[2:]}
         assert set(lines) == {"1", "3"}
         assert re.search(
-            r"^1\s+2 verified\s+verified\s+reads shared, writes shared\s+\d+\s+success migrate_shop", lines["1"]
+            r"^1\s+2 verified\s+verified\s+reads shared, writes shared\s+default\s+0001_tenant_schema\s+\d+\s+"
+            r"success migrate_shop",
+            lines["1"],
         ), status.stdout
         # a rerun over shops that are done does nothing and says so: exit 0
         again = run(["migrate", "--shops", "1,3"], env)
@@ -138,7 +140,7 @@ def test_migrate_and_status_on_the_production_path(pg_server: ConnectionSpec, tm
         assert cut.returncode == 0, cut.stdout + cut.stderr
         status = run(["status"], env)
         live = next(line for line in status.stdout.splitlines() if line.split()[:1] == ["1"])
-        assert re.search(r"4 live\s+live\s+reads tenant, writes tenant\s+\d+\s+\d+\.\d\ds\s", live), status.stdout
+        assert re.search(r"4 live\s+live\s+reads tenant, writes tenant\s+default\s+0001_tenant_schema\s+\d+\s+\d+\.\d\ds\s", live), status.stdout
         assert re.search(r"^fence windows over 1 cutover: p50 (\d+\.\d\d)s, p95 \1s", status.stdout, re.M), status.stdout
     finally:
         drop_database(pg_server, source.dbname)

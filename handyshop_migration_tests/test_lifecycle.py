@@ -14,10 +14,10 @@ from handyshop_migration.tenancy.names import control
 
 # The target a transition takes when it depends on the call (where a step returns to).
 CHOSEN = {"verified": State.VERIFIED, "stop_capture": State.VERIFIED, "close_reads": State.SYNCING,
-          "abort_cutover": State.SYNCING}
+          "abort_cutover": State.SYNCING, "finish_move": State.LIVE, "abort_move": State.RETIRED}
 ROUTES = {State.READS_ROLLOUT: ("rollout", "shared"), State.CUTTING_OVER: ("shared", "shared"), State.LIVE: ("tenant", "tenant"),
           State.ROLLING_BACK: ("tenant", "tenant"), State.RETIRING: ("tenant", "tenant"), State.RETIRED: ("tenant", "tenant"),
-          State.RESTORING: ("tenant", "tenant")}
+          State.RESTORING: ("tenant", "tenant"), State.MOVING: ("tenant", "tenant")}
 
 
 @pytest.fixture

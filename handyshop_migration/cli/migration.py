@@ -173,8 +173,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not rows:
         say("no shops registered yet (run `handyshop-migration migrate` or let new_shops_sensor add them).")
         return 0
-    say(table(("shop", "phase", "state", "route", "rows", "fence", "last error", "last run"),
-              [(r.shop, r.phase, r.state, r.route, r.rows, r.fence, r.last_error, r.last_run) for r in rows]))
+    say(table(("shop", "phase", "state", "route", "server", "schema", "rows", "fence", "last error", "last run"),
+              [(r.shop, r.phase, r.state, r.route, r.server, r.schema, r.rows, r.fence, r.last_error, r.last_run)
+               for r in rows]))
     windows = fence_summary(rows)
     if windows:
         say(windows)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from handyshop_migration import settings
-from handyshop_migration.cli import app, local, migration, tools
+from handyshop_migration.cli import app, fleet, local, migration, tools
 from handyshop_migration.cli.environment import EPILOG, positive_float, positive_int
 
 Arguments = Callable[[argparse.ArgumentParser], None]
@@ -117,6 +117,28 @@ def _add_shop(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=".handyshop")
 
 
+def _servers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--measure", action="store_true", help="measure every tenant database's size first (pg_database_size)")
+
+
+def _migrate_schemas(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shop", type=int, default=None, help="only this shop (a retry alone); default: every provisioned shop")
+
+
+def _rotate_keys(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", type=positive_int, default=100, help="entries re-encrypted per transaction (default 100)")
+
+
+def _move_shop(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shop", type=int, required=True)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", default="", help="the server (a name in the servers file) to move its tenant database to")
+    where.add_argument("--back", action="store_true", help="back to the old copy the last move left (the way back)")
+    where.add_argument("--abort", action="store_true", help="give up the move in progress (the origin takes writes again)")
+    where.add_argument("--drop-old-copy", action="store_true", help="drop the old copy a finished move left (needs --confirm)")
+    p.add_argument("--confirm", default="", help="with --drop-old-copy: the shop's tenant database name, e.g. shop_5_db")
+
+
 VERBS: tuple[Verb, ...] = (
     Verb("demo", local.cmd_demo, "Seed a realistic shared database on an embedded server, run phases 0-5 through "
          "Dagster while a simulated application keeps writing, print the per-shop verification table; exit 1 if "
@@ -139,6 +161,17 @@ VERBS: tuple[Verb, ...] = (
     Verb("export-app-registry", app.cmd_export_app_registry, "Write the registry into the application's own "
          "tenant_connections table, secrets in its format under its key (HANDYSHOP_APP_ENCRYPTION_KEY), so that its "
          "own router reaches migrated shops unchanged.", _export),
+    Verb("servers", fleet.cmd_servers, "The tenant servers (HANDYSHOP_SERVERS): databases, bytes, tenants and "
+         "connection budget of each, the placement balance, and the shops behind the newest tenant migration.", _servers),
+    Verb("migrate-schemas", fleet.cmd_migrate_schemas, "Apply pending tenant migrations to every provisioned shop (a "
+         "few at a time per server; a failure stops only its shop), or to one (--shop). Exit 1 if one failed.",
+         _migrate_schemas),
+    Verb("rotate-keys", fleet.cmd_rotate_keys, "Re-encrypt every registry entry under TENANT_ENCRYPTION_KEY (old keys "
+         "in TENANT_ENCRYPTION_OLD_KEYS), each once both its roles log in; resumable. Says what is left per old key.",
+         _rotate_keys),
+    Verb("move-shop", fleet.cmd_move_shop, "Move a live or retired shop's tenant database to another server while it "
+         "takes writes (--to), back (--back), give a move up (--abort), or drop the old copy (--drop-old-copy).",
+         _move_shop),
 )
 
 

@@ -88,7 +88,8 @@ class SimulatedApp:
     # -- connections ------------------------------------------------------------------------------------
 
     def _conn(self, route: Route) -> psycopg.Connection:
-        name = "shared" if route.target == "shared" else f"tenant-{route.shop_id}"
+        # By address, not by shop: a shop whose tenant database moved to another server is reached there.
+        name = "shared" if route.target == "shared" else f"tenant-{route.shop_id}-{route.spec.describe()}"
         conn = self._conns.get(name)
         if conn is None or conn.closed or conn.broken:
             conn = self._conns[name] = route.spec.connect(autocommit=True)

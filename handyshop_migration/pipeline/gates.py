@@ -1,8 +1,8 @@
 """Phase 0's gate for every shop, read from Dagster's own records.
 
 Blocking checks stop what follows them in the same run. Phase 0 runs once, each shop in runs of its own:
-a shop is provisioned only after a backup succeeded and a validation that does not name it, against an
-undrifted catalog. Later gates are the shop's lifecycle (the library refuses from a wrong state).
+a shop is provisioned only after a backup succeeded, a validation that does not name it and a plan of the
+tenant servers that fits (`fleet_plan`), against an undrifted catalog. Later gates are the shop's lifecycle (the library refuses from a wrong state).
 """
 
 
@@ -15,6 +15,7 @@ from handyshop_migration.tenancy.engine.catalog import Catalog
 VALIDATION = dg.AssetKey("source_validation")
 CATALOG = dg.AssetKey("source_catalog")
 BACKUP = dg.AssetKey("source_backup")
+FLEET_PLAN = dg.AssetKey("fleet_plan")  # pipeline/fleet.py
 ROLLED_BACK = "rolled_back"  # metadata key of the observation a rollback records on each asset it undoes
 
 
@@ -48,6 +49,18 @@ def phase0_refusal(instance: dg.DagsterInstance, catalog: Catalog, shop_id: int)
         return (
             f"the latest source_validation names shop {shop_id} in an error finding (cross-shop references or orphan "
             "rows); see its checks for the ids, fix the rows, and run source_validation again."
+        )
+    plan = _latest(instance, FLEET_PLAN)
+    if plan is None or plan.storage_id < validation.storage_id and plan.run_id != validation.run_id:
+        return (
+            "the latest phase 0 has no plan of the tenant servers (fleet_plan failed or did not run with it): see the "
+            "prepare_source run, fix its cause (a servers file, an unreachable server) and run phase 0 again."
+        )
+    if not _metadata(plan).get("ok", False):
+        return (
+            "the latest fleet_plan is refused (a server over its connection budget, or shops without a server with "
+            "room): see its fleet_capacity and fleet_connection_budget checks, change the servers file, and run phase "
+            "0 again."
         )
     cat = _latest(instance, CATALOG)
     if cat is None:

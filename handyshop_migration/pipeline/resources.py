@@ -7,8 +7,10 @@ lazily, closed in `teardown_after_execution`.
 
 - `source`: the shared database (phase 0, the sensors);
 - `encryption`: the credential cipher;
-- `tenant_server`: where tenant databases are created (admin URL, name patterns, later migrations);
-- `migration`: the `Workflow` every per-shop asset and way back calls.
+- `tenant_server`: where tenant databases are created (the servers file or one admin URL, name patterns,
+  later migrations);
+- `migration`: the `Workflow` every per-shop asset and way back calls (its provisioner is the fleet's: each
+  shop on the server the placement chose, `tenancy.fleet`).
 """
 
 from pathlib import Path
@@ -24,7 +26,10 @@ from handyshop_migration.tenancy.application.registry import ConnectionRegistry
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.engine.catalog import Catalog
 from handyshop_migration.tenancy.engine.migrations import Migration, shop_migrations, tenant_migrations
-from handyshop_migration.tenancy.engine.provisioning import Provisioner, TenantNaming
+from handyshop_migration.tenancy.engine.provisioning import TenantNaming
+from handyshop_migration.tenancy.fleet.config import FleetConfig, load_fleet, single_server
+from handyshop_migration.tenancy.fleet.placement import ShopSizeEstimator
+from handyshop_migration.tenancy.fleet.provisioner import FleetProvisioner
 from handyshop_migration.tenancy.lifecycle import Lifecycle
 from handyshop_migration.tenancy.names import (
     DEFAULT_DATABASE_PATTERN,
@@ -66,11 +71,14 @@ class Encryption(dg.ConfigurableResource):
 
 
 class TenantServer(dg.ConfigurableResource):
-    """The server the tenant databases live on, reached with an admin role (superuser, or CREATEDB and
-    CREATEROLE). Without `admin_url`, the source's server and credentials are used (database `postgres`)."""
+    """The servers the tenant databases live on, reached with an admin role each (superuser, or CREATEDB and
+    CREATEROLE): the servers file (`servers_file`, HANDYSHOP_SERVERS; its admin URLs come from the variables
+    it names, read in the run worker), else one server: `admin_url`, else the source's server and credentials
+    (database `postgres`)."""
 
     source: SourceDatabase
     admin_url: str = ""
+    servers_file: str = ""
     database_pattern: str = DEFAULT_DATABASE_PATTERN
     role_pattern: str = DEFAULT_ROLE_PATTERN
     owner_pattern: str = DEFAULT_OWNER_PATTERN
@@ -80,6 +88,11 @@ class TenantServer(dg.ConfigurableResource):
         if self.admin_url:
             return ConnectionSpec.from_url(Secret(self.admin_url), name=settings.ADMIN_URL)
         return self.source.spec().with_db("postgres")
+
+    def fleet(self) -> FleetConfig:
+        if self.servers_file:
+            return load_fleet(self.servers_file)
+        return single_server(self.admin())
 
     def naming(self) -> TenantNaming:
         return TenantNaming(database=self.database_pattern, role=self.role_pattern, owner=self.owner_pattern)
@@ -96,7 +109,7 @@ class MigrationResource(dg.ConfigurableResource):
     tenant_server: TenantServer
 
     _registry: ConnectionRegistry | None = PrivateAttr(default=None)
-    _provisioner: Provisioner | None = PrivateAttr(default=None)
+    _provisioner: FleetProvisioner | None = PrivateAttr(default=None)
     _workflows: dict[int, Workflow] = PrivateAttr(default_factory=dict)
 
     def registry(self) -> ConnectionRegistry:
@@ -111,12 +124,13 @@ class MigrationResource(dg.ConfigurableResource):
         if found is not None and found.catalog is catalog:
             return found
         if self._provisioner is None:
-            self._provisioner = Provisioner(
-                self.tenant_server.admin(),
+            self._provisioner = FleetProvisioner(
+                self.tenant_server.fleet(),
                 self.registry(),
                 self.tenant_server.migrations(catalog),
                 naming=self.tenant_server.naming(),
                 global_shop_ids=tuple(self.source.global_shop_ids),
+                estimate=ShopSizeEstimator(self.source.spec(), catalog),
                 shop_migrations=lambda shop: shop_migrations(catalog, shop),
             )
         workflow = Workflow(
@@ -131,6 +145,11 @@ class MigrationResource(dg.ConfigurableResource):
         self.registry().readable_by_active_key()  # a wrong key is refused before anything is written with it
         self._workflows[id(catalog)] = workflow
         return workflow
+
+    def schema_per_server(self) -> int:
+        """Tenant migrations applied at once on one server (the servers file's `schema_changes.per_server`)."""
+        fleet = self._provisioner.fleet if self._provisioner is not None else self.tenant_server.fleet()
+        return fleet.schema_per_server
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._provisioner is not None:
@@ -163,6 +182,7 @@ def build_resources(environ: dict[str, str] | None = None) -> dict[str, Any]:
     tenant_server = TenantServer.configure_at_launch(
         source=source,
         admin_url=optional(settings.ADMIN_URL),
+        servers_file=env.get(settings.SERVERS, ""),
         database_pattern=env.get(settings.TENANT_DATABASE) or DEFAULT_DATABASE_PATTERN,
         role_pattern=env.get(settings.TENANT_ROLE) or DEFAULT_ROLE_PATTERN,
         owner_pattern=env.get(settings.TENANT_OWNER_ROLE) or DEFAULT_OWNER_PATTERN,

@@ -49,6 +49,8 @@ WAY_BACK_IN_PROGRESS = {
     "--shop {shop} --confirm {database}`",
     State.DEPROVISIONING: "its deprovisioning was interrupted: finish it with `handyshop-migration rollback --phase 1 "
     "--shop {shop} --confirm {database}`",
+    State.MOVING: "its tenant database is being moved to another server: finish the move with `handyshop-migration "
+    "move-shop --shop {shop} --to SERVER` (the server it was moving to), or give it up with `--abort`",
 }
 INTERRUPTED_CUTOVER = (
     "its cutover was interrupted and holds its writes in the shared database: finish it with `handyshop-migration "

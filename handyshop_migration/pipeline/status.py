@@ -34,6 +34,8 @@ class ShopStatus:
     phase: str
     state: str
     route: str
+    server: str  # the tenant server its database is on (tenancy.fleet), from the lifecycle's details
+    schema: str  # its tenant schema version (newest migration applied)
     rows: str
     last_error: str
     last_run: str
@@ -78,11 +80,20 @@ def _label(record: ShopState | None) -> str:
         return "2 copying" if record.state == State.COPYING else "2 copied, not verified"
     if record.state == State.VERIFIED:
         return "2 verified"
-    if record.state in (State.READS_ROLLOUT, State.CUTTING_OVER, State.ROLLING_BACK):
+    if record.state in (State.READS_ROLLOUT, State.CUTTING_OVER, State.ROLLING_BACK, State.MOVING):
         return f"4 {record.state.value.replace('_', ' ')}"
     if record.state == State.LIVE:
         return "4 live"
     return PHASE_LABELS[record.phase] if record.state != State.PROVISIONING else "1 provisioning"
+
+
+def _server(record: ShopState | None) -> str:
+    if record is None:
+        return ""
+    move = record.details.get("move") or {}
+    if record.state == State.MOVING:
+        return f"{move.get('from')} → {move.get('to')}"
+    return str(record.details.get("server") or move.get("to") or "")
 
 
 def rows_for(shops: Iterable[str], records: Mapping[int, ShopState], runs: Mapping[str, LastRun]) -> list[ShopStatus]:
@@ -98,6 +109,8 @@ def rows_for(shops: Iterable[str], records: Mapping[int, ShopState], runs: Mappi
                 phase=_label(record),
                 state=record.state.value if record else "unknown",
                 route=f"reads {record.reads}, writes {record.writes}" if record else "shared",
+                server=_server(record),
+                schema=str(record.details.get("schema_version", "")) if record else "",
                 rows=str(record.details.get("rows", "")) if record else "",
                 last_error=(record.last_error or "")[:120] if record else "",
                 last_run=run.text() if run else "",

@@ -75,6 +75,18 @@ class UnexpectedResult(HandyshopError):
     """A query that always returns a row returned none: the server or a concurrent change broke an invariant."""
 
 
+class PlacementRefused(ProvisioningError):
+    """No tenant server may take a shop (full, over its connection budget, draining), or a pin names one that cannot."""
+
+
+class SchemaChangeRefused(MigrationError):
+    """A tenant migration would break what the migration relies on for a shop (its capture, its way back)."""
+
+
+class MoveRefused(HandyshopError):
+    """A move of a tenant database to another server was refused or its gate failed; routing stayed where it was."""
+
+
 class ExportError(HandyshopError):
     """Writing the registry into the app's tenant_connections table failed; nothing was written."""
 

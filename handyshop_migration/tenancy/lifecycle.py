@@ -23,7 +23,7 @@ and an application, call this module. `status` reads it (`Lifecycle.all()` is on
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -54,6 +54,7 @@ class State(enum.StrEnum):
     RETIRED = "retired"  # only its tenant holds its rows
     RESTORING = "restoring"  # its archive is loaded back into the shared database
     DEPROVISIONING = "deprovisioning"  # its database and role are being dropped (the way back from phase 1)
+    MOVING = "moving"  # its tenant database is moved to another server (live or retired before; details.move)
 
 
 # The phase a state belongs to (what `status` prints and `migrate --through-phase` compares against).
@@ -73,6 +74,7 @@ PHASE: dict[State, int] = {
     State.RETIRING: 5,
     State.RETIRED: 5,
     State.RESTORING: 5,
+    State.MOVING: 4,
 }
 
 # The shop's details key saying whether its tenant takes its writes ("open") or may still refuse them
@@ -89,10 +91,13 @@ IN_PROGRESS = frozenset(
         State.RETIRING,
         State.RESTORING,
         State.DEPROVISIONING,
+        State.MOVING,
     }
 )
 # States whose tenant database takes (or has taken) the shop's writes: never reloaded or dropped.
-TENANT_OWNS_WRITES = frozenset({State.LIVE, State.ROLLING_BACK, State.RETIRING, State.RETIRED, State.RESTORING})
+TENANT_OWNS_WRITES = frozenset(
+    {State.LIVE, State.ROLLING_BACK, State.RETIRING, State.RETIRED, State.RESTORING, State.MOVING}
+)
 
 READS = ("shared", "rollout", "tenant")
 WRITES = ("shared", "tenant")
@@ -108,10 +113,13 @@ class Transition:
     reads: str | None = None  # the route it sets (None: unchanged)
     writes: str | None = None
     hint: str = ""  # what to do when refused
+    reroutes: bool = False  # where the tenant is changes (another server): a new routing version either way
 
 
-def _t(name: str, sources: Iterable[State], target: State | None, hint: str, **routes: str) -> Transition:
-    return Transition(name, frozenset(sources), target, hint=hint, **routes)
+def _t(
+    name: str, sources: Iterable[State], target: State | None, hint: str, *, reroutes: bool = False, **routes: str
+) -> Transition:
+    return Transition(name, frozenset(sources), target, hint=hint, reroutes=reroutes, **routes)
 
 
 _BEFORE_LIVE = (State.PROVISIONED, State.COPYING, State.COPIED, State.VERIFIED, State.SYNCING)
@@ -155,6 +163,11 @@ TRANSITIONS: dict[str, Transition] = {
            "a tenant that takes or took the shop's writes is never dropped: roll back the cutover first"),
         _t("finish_deprovisioning", (State.DEPROVISIONING,), State.REGISTERED, "start the deprovisioning first",
            reads="shared", writes="shared"),
+        # A move of the tenant database to another server (tenancy.fleet.move): back to live or retired.
+        _t("start_move", (State.LIVE, State.RETIRED, State.MOVING), State.MOVING,
+           "only the tenant database of a live or retired shop is moved (finish what the shop is doing first)"),
+        _t("finish_move", (State.MOVING,), None, "start the move first", reroutes=True),
+        _t("abort_move", (State.MOVING,), None, "no move is in progress"),
     )
 }
 
@@ -443,7 +456,7 @@ class Lifecycle:
         new_writes = t.writes or current.writes
         if new_reads not in READS or new_writes not in WRITES:
             raise ConfigurationError(f"reads must be one of {READS}, writes one of {WRITES}.")
-        routed = (new_reads, new_writes) != (current.reads, current.writes)
+        routed = (new_reads, new_writes) != (current.reads, current.writes) or t.reroutes
         for effect in effects:
             effect(conn)
         updated = conn.cursor(row_factory=psycopg.rows.dict_row).execute(
@@ -486,6 +499,20 @@ class Lifecycle:
                     control("shop_lifecycle")
                 ),
                 (error[:2000], shop_id),
+            )
+
+    def note(self, details: Mapping[int, dict[str, Any]]) -> None:
+        """Merge facts into shops' details that are no transition (a shop's schema version after a tenant
+        migration, say), for many shops in one transaction: no state, route or history changes; `status`
+        reads them with the records."""
+        if not details:
+            return
+        with self.control.connect() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(
+                sql.SQL("UPDATE {} SET details = details || %s, updated_at = now() WHERE shop_id = %s").format(
+                    control("shop_lifecycle")
+                ),
+                [(Jsonb(d), shop) for shop, d in details.items()],
             )
 
     def set_read_percent(self, percent: int, reason: str) -> None:

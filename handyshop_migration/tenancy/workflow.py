@@ -63,6 +63,7 @@ from handyshop_migration.tenancy.errors import (
     LifecycleRefused,
     RetirementRefused,
 )
+from handyshop_migration.tenancy.fleet.provisioner import FleetProvisioner
 from handyshop_migration.tenancy.lifecycle import TENANT_WRITES, Lifecycle, ShopState, State
 
 DEFAULT_ID_BLOCK = 1_000_000
@@ -137,11 +138,11 @@ class RetirementReport:
 @dataclass
 class Workflow:
     """One migration: the shared database (also the control database), its catalog, the tenant server(s)
-    through the provisioner, and the shops' lifecycle."""
+    through the provisioner (one server's, or the fleet's: `tenancy.fleet`), and the shops' lifecycle."""
 
     source: ConnectionSpec
     catalog: Catalog
-    provisioner: Provisioner
+    provisioner: Provisioner | FleetProvisioner
     lifecycle: Lifecycle
     capture_writes: bool = True  # capture a shop's writes from before its copy's snapshot (phase 3 needs it)
     archive_dir: Path = Path("archives")
@@ -162,8 +163,10 @@ class Workflow:
         return self.provisioner.registry
 
     def setup(self) -> None:
-        """The control records (registry, lifecycle, routing function) exist; idempotent."""
+        """The control records (registry, lifecycle, routing function, placement) exist; idempotent."""
         ensure_control(self.source, self.registry.cipher)
+        if isinstance(self.provisioner, FleetProvisioner):
+            self.provisioner.ensure_schema()
 
     def tenant(self, shop_id: int) -> ConnectionSpec:
         """Where the migration connects for a shop: its tenant database, as its owner role, with the search path
@@ -196,6 +199,8 @@ class Workflow:
         if st.state not in (State.REGISTERED, State.PROVISIONING):
             return None
         try:
+            if isinstance(self.provisioner, FleetProvisioner):
+                self.provisioner.place(shop_id)  # a shop no server can take is refused before anything starts
             # A database or role of the shop's names that is not ours: refused before the shop is recorded as
             # provisioning (nothing of it is altered; the shop stays registered, the error kept for `status`).
             self.provisioner.refuse_foreign(shop_id)
@@ -210,7 +215,10 @@ class Workflow:
         except BaseException as exc:
             self._fail(shop_id, exc)
             raise
-        self.lifecycle.apply(shop_id, "finish_provisioning", reason=f"{result.database} ready ({result.schema_version})")
+        self.lifecycle.apply(
+            shop_id, "finish_provisioning", reason=f"{result.database} ready on {result.server} ({result.schema_version})",
+            details={"server": result.server, "schema_version": result.schema_version},
+        )
         return result
 
     # -- phase 2 ---------------------------------------------------------------------------------------

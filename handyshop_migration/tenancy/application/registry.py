@@ -394,6 +394,83 @@ class ConnectionRegistry:
                 "put it into TENANT_ENCRYPTION_OLD_KEYS while rotating to the new one."
             )
 
+    def relocate(self, conn: psycopg.Connection, shop_id: int, *, server: str, host: str, port: int) -> None:
+        """Inside the caller's transaction on the control database (a move's flip, with the lifecycle's routing
+        change): the shop's entry points to its tenant database on another server; same roles, same passwords."""
+        self._check_shop_id(shop_id)
+        updated = conn.execute(
+            sql.SQL("UPDATE {} SET server = %s, host = %s, port = %s, updated_at = now() WHERE shop_id = %s").format(
+                self._table
+            ),
+            (server, host, port, shop_id),
+        ).rowcount
+        self.invalidate(shop_id)
+        if not updated:
+            raise _missing(shop_id)
+
+    def entries_under_old_keys(self, limit: int, *, after: int = -1) -> list[TenantCredentials]:
+        """The next `limit` entries (shop ids above `after`) not under the active key that decrypt; what a
+        rotation checks before re-encrypting them. Entries that do not decrypt are left to `rotate_batch`,
+        which reports them."""
+        query = sql.SQL("SELECT {} FROM {} WHERE key_id <> %s AND shop_id > %s ORDER BY shop_id LIMIT %s").format(
+            sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS if c != "key_id"), self._table
+        )
+        rows = self._run(lambda conn: conn.execute(query, (self.cipher.key_id, after, limit)).fetchall())
+        out = []
+        for row in map(lambda r: _Row(*r), rows):
+            try:
+                out.append(self._decrypt(row))
+            except DecryptionError:
+                continue
+        return out
+
+    def rotate_batch(
+        self, limit: int, verify: Callable[[TenantCredentials], str | None] | None = None, *, after: int = -1
+    ) -> tuple[int, dict[int, str], int | None]:
+        """Re-encrypt up to `limit` entries not under the active key with shop ids above `after`, in one
+        transaction, each only once its tokens decrypt under the old key, its new tokens decrypt to the same
+        passwords, and `verify(creds)` (a login, say) returns None. Returns (entries rotated, {shop: why it was
+        left under its old key}, the highest shop id looked at — None when there was none: done). Entries
+        locked by another session are skipped, not waited for; what is left stays readable by the old key."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a whole number >= 1, got {limit!r}")
+        select = sql.SQL(
+            "SELECT {} FROM {} WHERE key_id <> %s AND shop_id > %s ORDER BY shop_id LIMIT %s FOR UPDATE SKIP LOCKED"
+        ).format(sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS if c != "key_id"), self._table)
+        update = sql.SQL(
+            "UPDATE {} SET password_encrypted = %s, owner_password_encrypted = %s, key_id = %s, updated_at = now() "
+            "WHERE shop_id = %s AND password_encrypted = %s AND owner_password_encrypted = %s"
+        ).format(self._table)
+
+        def work(conn: psycopg.Connection) -> tuple[int, dict[int, str], int | None]:
+            rotated, left, last = 0, {}, None
+            for values in conn.execute(select, (self.cipher.key_id, after, limit)).fetchall():
+                row = _Row(*values)
+                last = row.shop_id
+                try:
+                    creds = self._decrypt(row)
+                    token = self.cipher.rotate(row.token, context=credential_context(row.shop_id))
+                    owner_token = self.cipher.rotate(row.owner_token, context=owner_credential_context(row.shop_id))
+                    again = self._decrypt(_Row(*values[:6], token, row.owner_role, owner_token))
+                except DecryptionError as exc:
+                    left[row.shop_id] = str(exc)
+                    continue
+                if (again.password, again.owner_password) != (creds.password, creds.owner_password):
+                    left[row.shop_id] = "the re-encrypted entry does not decrypt to the same passwords"
+                    continue
+                problem = verify(creds) if verify is not None else None
+                if problem:
+                    left[row.shop_id] = problem
+                    continue
+                conn.execute(update, (token, owner_token, self.cipher.key_id, row.shop_id, row.token, row.owner_token))
+                rotated += 1
+            return rotated, left, last
+
+        try:
+            return self._run(work)
+        finally:
+            self.invalidate()
+
     def rotate_keys(self) -> int:
         """Re-encrypt every entry not under the active key; returns how many were rewritten."""
         select = sql.SQL(

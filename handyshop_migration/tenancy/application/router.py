@@ -2,7 +2,10 @@
 
 Unlike the app's TenantRouter (reference §4.2) the number of pools is capped (the least recently used
 pool is closed to make room), a failed pool is closed instead of leaked, and failures name the shop,
-database and role but never the password.
+database and role but never the password. With tenants on several servers the caps hold per server too
+(`max_pools_per_server`): a server's least recently used pool makes room for another on the same server,
+so what one process can hold on a server is `max_pools_per_server × max_size` whatever the others hold —
+the figure the fleet's connection plan checks each server against (`tenancy.fleet.budget`).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class TenantRouter:
         max_idle: float = 30.0,
         connect_timeout: float = 10.0,
         max_pools: int = 50,
+        max_pools_per_server: int | None = None,
     ) -> None:
         # Explicit checks: the app's `x || default` made 0 impossible to set; here bad values fail loudly.
         if max_size < 1:
@@ -61,11 +65,14 @@ class TenantRouter:
             raise ValueError(f"connect_timeout must be greater than 0 seconds, got {connect_timeout}")
         if max_pools < 1:
             raise ValueError(f"max_pools must be at least 1, got {max_pools}")
+        if max_pools_per_server is not None and max_pools_per_server < 1:
+            raise ValueError(f"max_pools_per_server must be at least 1, got {max_pools_per_server}")
         self.registry = registry
         self.max_size = max_size
         self.max_idle = float(max_idle)
         self.connect_timeout = float(connect_timeout)
         self.max_pools = max_pools
+        self.max_pools_per_server = max_pools_per_server
         self._slots: OrderedDict[int, _Slot] = OrderedDict()  # least recently used first
         self._lock = threading.Lock()
         self._creating: dict[int, threading.Lock] = {}
@@ -83,6 +90,14 @@ class TenantRouter:
         """Shops with an open pool, least recently used first."""
         with self._lock:
             return list(self._slots)
+
+    def pools_per_server(self) -> dict[str, int]:
+        """Open pools by the server their tenant database is on (the registry entry's `server`)."""
+        with self._lock:
+            counts: dict[str, int] = {}
+            for slot in self._slots.values():
+                counts[slot.creds.server] = counts.get(slot.creds.server, 0) + 1
+            return counts
 
     # -- pools ------------------------------------------------------------------------------------
 
@@ -148,7 +163,7 @@ class TenantRouter:
             with self._lock:
                 slot = self._slots.get(shop_id)
                 if slot is None:
-                    evicted = self._make_room()
+                    evicted = self._make_room(new.creds.server)
                     slot = self._slots[shop_id] = new
                 else:  # lost a race with a second creator: keep theirs
                     evicted = [new]
@@ -158,16 +173,27 @@ class TenantRouter:
             self._close_slot(old)
         return slot
 
-    def _make_room(self) -> list[_Slot]:
-        """With the lock held: remove slots until one more fits, idle ones first, least recently used first."""
+    def _make_room(self, server: str) -> list[_Slot]:
+        """With the lock held: remove slots until one more fits on `server` and in all, idle ones first, least
+        recently used first."""
         evicted: list[_Slot] = []
-        while len(self._slots) >= self.max_pools:
-            victim = next((s for s, slot in self._slots.items() if slot.busy == 0), None)
+
+        def evict(among: list[int]) -> None:
+            victim = next((s for s in among if self._slots[s].busy == 0), None)
             if victim is None:
                 # All busy: close the least recently used anyway; its checked-out connections finish
                 # their work and are closed when returned.
-                victim = next(iter(self._slots))
+                victim = among[0]
             evicted.append(self._slots.pop(victim))
+
+        if self.max_pools_per_server is not None:
+            while True:
+                same = [s for s, slot in self._slots.items() if slot.creds.server == server]
+                if len(same) < self.max_pools_per_server:
+                    break
+                evict(same)
+        while len(self._slots) >= self.max_pools:
+            evict(list(self._slots))
         return evicted
 
     @staticmethod

@@ -49,8 +49,15 @@ class MigrationReport:
 
     @property
     def version(self) -> str:
-        names = self.already + self.applied
-        return names[-1] if names else ""
+        return schema_version(self.already + self.applied)
+
+
+def schema_version(names: Sequence[str]) -> str:
+    """A tenant's schema version: its newest migration that every tenant gets. A tenant's own objects
+    (`SHOP_SPECIFIC`, right after 0001) are no version: with them a shop would look newer than, or
+    different from, the others at the same migration (and the fleet would list it as stale)."""
+    common = sorted(n for n in names if n != SHOP_SPECIFIC)
+    return common[-1] if common else ""
 
 
 def shop_migrations(catalog: Catalog, shop_id: int) -> tuple[Migration, ...]:

@@ -126,6 +126,7 @@ class ProvisionResult:
     new_password: bool
     migrations: MigrationReport
     seconds: float
+    server: str = "default"
 
     @property
     def schema_version(self) -> str:
@@ -354,7 +355,12 @@ class Provisioner:
         self._refuse_foreign("role", self.naming.role_name(shop_id), shop_id, marker("application role", shop_id))
         self._refuse_foreign("role", self.naming.owner_name(shop_id), shop_id, marker("owner role", shop_id))
 
-    def provision(self, shop_id: int) -> ProvisionResult:
+    def provision(self, shop_id: int, *, adopt: TenantCredentials | None = None) -> ProvisionResult:
+        """The shop's database and roles on this server (idempotent; see the module doc).
+
+        `adopt`: the shop's credentials as the registry holds them for its database on another server (a move
+        here): the roles get those same passwords and the registry is not written (the move's flip changes
+        only where the entry points)."""
         self._check_shop_id(shop_id)
         started = time.perf_counter()
         db = self.naming.database_name(shop_id)
@@ -366,14 +372,19 @@ class Provisioner:
         template = self.ensure_template()
         conn = self._admin()
 
-        existing = self.registry.find(shop_id)
+        existing = adopt if adopt is not None else self.registry.find(shop_id)
+        if adopt is None and existing is not None and existing.server != self.server_name:
+            raise ProvisioningError(
+                f"shop {shop_id} is registered on server {existing.server}, not {self.server_name}; nothing was "
+                "changed. A tenant database goes to another server only by a move (handyshop-migration move-shop)."
+            )
         if existing is not None and (existing.database, existing.role, existing.owner_role) != (db, role, owner):
             raise ProvisioningError(
                 f"shop {shop_id} is registered with database {existing.database} and roles {existing.role}, "
                 f"{existing.owner_role}, but the naming now gives {db} / {role} / {owner}; keep the naming it was "
                 "provisioned with."
             )
-        new_password = existing is None or not (role_exists and owner_exists)
+        new_password = adopt is None and (existing is None or not (role_exists and owner_exists))
         creds = TenantCredentials(
             shop_id=shop_id,
             server=self.server_name,
@@ -385,9 +396,11 @@ class Provisioner:
             owner_role=owner,
             owner_password=generate_password() if new_password else existing.owner_password,  # type: ignore[union-attr]
         )
-        if new_password:
+        if new_password or adopt is not None:
             # Registered first: if we crash after ALTER ROLE, the passwords those roles have are on record.
-            self.registry.register(creds)
+            # (Adopted passwords are on record already, under the shop's entry for its other server.)
+            if adopt is None:
+                self.registry.register(creds)
             with conn.transaction():
                 for name, password, exists, kind in (
                     (role, creds.password, role_exists, "application role"),
@@ -452,6 +465,7 @@ class Provisioner:
             new_password=new_password,
             migrations=report,
             seconds=time.perf_counter() - started,
+            server=self.server_name,
         )
 
     # -- audit ----------------------------------------------------------------------------------------
@@ -536,9 +550,10 @@ class Provisioner:
 
     # -- deprovision (the way back from phase 1) --------------------------------------------------------
 
-    def deprovision(self, shop_id: int) -> DeprovisionResult:
+    def deprovision(self, shop_id: int, *, forget: bool = True) -> DeprovisionResult:
         """Drop the shop's database and roles and its registry entry (only what carries our marker).
-        The shared database is untouched."""
+        The shared database is untouched. `forget=False` keeps the registry entry: the copy dropped here is
+        not the one it names (what a finished move left on its old server)."""
         self._check_shop_id(shop_id)
         db = self.naming.database_name(shop_id)
         role, owner = self.naming.role_name(shop_id), self.naming.owner_name(shop_id)
@@ -562,7 +577,7 @@ class Provisioner:
                     f"({exc.diag.message_detail or exc}); revoke them (REASSIGN OWNED / DROP OWNED in those "
                     "databases) and run the rollback again."
                 ) from None
-        removed = self.registry.remove(shop_id)
+        removed = self.registry.remove(shop_id) if forget else False
         return DeprovisionResult(shop_id, db, role, had_db, role in dropped, removed)
 
 

@@ -77,12 +77,15 @@ which our triggers — ordinary triggers — do not fire for.
 
 from handyshop_migration.tenancy.db import replaying
 from handyshop_migration.tenancy.engine.capture.apply import (
+    TENANT_TO_TENANT,
     TO_SHARED,
     TO_TENANT,
     Direction,
     SyncResult,
     apply_changes,
+    apply_keys,
     copy_back_tables,
+    copy_whole_table,
     pending,
     recopy_table,
 )
@@ -139,6 +142,7 @@ __all__ = [
     "DEFAULT_LEASE_SECONDS",
     "DEFAULT_MAX_WAIT_MS",
     "FENCE_SQLSTATE",
+    "TENANT_TO_TENANT",
     "TO_SHARED",
     "TO_TENANT",
     "TRUNCATE_SQLSTATE",
@@ -148,11 +152,13 @@ __all__ = [
     "SyncResult",
     "TenantGuardState",
     "apply_changes",
+    "apply_keys",
     "captured_shops",
     "clear_fence",
     "claim_tenant_guard",
     "close_tenant_writes",
     "copy_back_tables",
+    "copy_whole_table",
     "disable",
     "disable_tenant_capture",
     "enable",

@@ -49,6 +49,9 @@ class Direction:
 
 TO_TENANT = Direction("shared database → tenant", capture("changes"), True, True, False, True)
 TO_SHARED = Direction("tenant → shared database", control("changes"), False, False, True, False)
+# A tenant database moved to another server (tenancy.fleet.move): neither side carries the tenant column;
+# the move reads the origin's log by watermark itself and never consumes it (`apply_keys`).
+TENANT_TO_TENANT = Direction("tenant → tenant", control("changes"), False, False, False, False)
 
 
 @dataclass
@@ -253,6 +256,8 @@ def recopy_table(
     tc = sql.Identifier(table.tenant_column)
     if not direction.target_has_shop_column:
         target.execute(sql.SQL("DELETE FROM {}").format(membership.relation(table)))
+        if not direction.origin_has_shop_column:  # tenant to tenant: the whole table is the shop's
+            return copy_whole_table(origin, target, table, freeze=False)
         return stream_copy(origin, target, table, shop_id, freeze=False, catalog=catalog)[0]
     if not table.tenant_column:
         raise CaptureError(f"{table.name} has neither a key nor a tenant column: its rows cannot be copied back "
@@ -265,6 +270,23 @@ def recopy_table(
         with cur.copy(sql.SQL("COPY {} ({}, {}) FROM STDIN").format(ident, tc, cols)) as sink:
             for chunk in copy_out(origin, out, (shop_id,)):
                 sink.write(chunk)
+        return cur.rowcount
+
+
+def copy_whole_table(origin: psycopg.Connection, target: psycopg.Connection, table: Table, *, freeze: bool) -> int:
+    """Every row of a tenant table from `origin` (a tenant database, inside its snapshot) into the same
+    table of `target` (inside the caller's transaction; `freeze` needs the table emptied by TRUNCATE in it)."""
+    fmt = sql.SQL("binary" if table.binary_copy_safe else "text")
+    cols = sql.SQL(", ").join(map(sql.Identifier, table.copy_columns))
+    ident = sql.Identifier(table.schema, table.name)
+    out = sql.SQL("COPY (SELECT {} FROM ONLY {}) TO STDOUT (FORMAT {})").format(cols, ident, fmt)
+    sink = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {}{})").format(
+        ident, cols, fmt, sql.SQL(", FREEZE" if freeze else "")
+    )
+    with target.cursor() as cur:
+        with cur.copy(sink) as copy:
+            for chunk in copy_out(origin, out):
+                copy.write(chunk)
         return cur.rowcount
 
 
@@ -297,11 +319,7 @@ def apply_changes(
     another shop stops the round (CaptureError, nothing of it written)."""
     started = time.perf_counter()
     result = SyncResult(shop_id, direction=direction.name)
-    # the shared database stays the owner of reference rows: a tenant's change to one is not copied back
-    order = [t.name for t in catalog.tables if direction.origin_has_shop_column or t.role != REFERENCE]
     where, params = _shop_filter(direction, shop_id)
-    shop_column = lambda t: (  # noqa: E731 - implied tables have no tenant column to set or guard
-        (t.tenant_column, shop_id) if direction.target_has_shop_column and t.tenant_column else None)
     with origin.connect() as log_conn, target.connect() as tconn:
         result.watermark, high = _watermark(log_conn, direction)
         batch_query = sql.SQL(
@@ -320,38 +338,8 @@ def apply_changes(
                 if not rows:
                     result.stopped = "watermark"
                     break
-                batch = _read_batch(rows, catalog)
-                if direction.origin_has_shop_column:
-                    # children move with their parents: found at the origin (entering) and the target (leaving)
-                    _children(snap.conn, catalog, batch.keys)
-                    _children(tconn, catalog, batch.keys)
-                    tconn.rollback()
-                upserts: dict[str, list[dict[str, Any]]] = {}
-                deletes: dict[str, list[dict[str, Any]]] = {}
-                for name, keys in batch.keys.items():
-                    table = catalog.table(name)
-                    if name not in order:
-                        continue
-                    current = _fetch_rows(snap.conn, table, list(keys.values()),
-                                          (catalog, shop_id) if direction.origin_has_shop_column else None)
-                    present = {key_text(r, table) for r in current}
-                    upserts[name] = current
-                    deletes[name] = [k for text, k in keys.items() if text not in present]
                 with replaying(tconn):
-                    for name in order:
-                        table = catalog.table(name)
-                        wanted = upserts.get(name, [])
-                        done = _upsert(tconn, table, wanted, shop_column(table))
-                        if direction.target_has_shop_column and done != len(wanted):
-                            raise CaptureError(_clash(tconn, table, wanted, shop_id))
-                        result.upserted += done
-                    for name in reversed(order):
-                        table = catalog.table(name)
-                        result.deleted += _delete(tconn, table, deletes.get(name, []), shop_column(table))
-                    for name in order:
-                        if name in batch.keyless:
-                            recopy_table(direction, snap.conn, tconn, catalog.table(name), shop_id, catalog)
-                            result.recopied.append(name)
+                    batch = apply_keys(direction, snap.conn, tconn, catalog, shop_id, rows, result)
                 result.snapshot = snap.token
             _consume(log_conn, direction, shop_id, batch, result.snapshot)
             result.changes += len(batch.ids)
@@ -359,6 +347,58 @@ def apply_changes(
         result.lag = pending(log_conn, direction, shop_id)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def apply_keys(
+    direction: Direction,
+    origin: psycopg.Connection,
+    target: psycopg.Connection,
+    catalog: Catalog,
+    shop_id: int,
+    rows: Sequence[tuple[int, str, dict[str, Any]]],
+    result: SyncResult,
+) -> _Batch:
+    """One batch of log entries `(id, table_name, key)` applied: the current rows of their keys read from
+    `origin` (a connection inside the round's snapshot) upserted into `target` (parents first), the keys that
+    vanished or left the shop deleted (children first), tables without a key copied again whole. Runs in the
+    caller's replica-mode target transaction (`replaying`), so a round is all or nothing; counts go into
+    `result`. Shared by `apply_changes` and a tenant's move between servers (`tenancy.fleet.move`), which
+    reads its log by watermark instead of consuming it."""
+    # the shared database stays the owner of reference rows: a tenant's change to one is not copied back
+    order = [t.name for t in catalog.tables if direction.origin_has_shop_column or t.role != REFERENCE]
+    shop_column = lambda t: (  # noqa: E731 - implied tables have no tenant column to set or guard
+        (t.tenant_column, shop_id) if direction.target_has_shop_column and t.tenant_column else None)
+    batch = _read_batch(rows, catalog)
+    if direction.origin_has_shop_column:
+        # children move with their parents: found at the origin (entering) and the target (leaving)
+        _children(origin, catalog, batch.keys)
+        _children(target, catalog, batch.keys)
+    upserts: dict[str, list[dict[str, Any]]] = {}
+    deletes: dict[str, list[dict[str, Any]]] = {}
+    for name, keys in batch.keys.items():
+        if name not in order:
+            continue
+        table = catalog.table(name)
+        current = _fetch_rows(origin, table, list(keys.values()),
+                              (catalog, shop_id) if direction.origin_has_shop_column else None)
+        present = {key_text(r, table) for r in current}
+        upserts[name] = current
+        deletes[name] = [k for text, k in keys.items() if text not in present]
+    for name in order:
+        table = catalog.table(name)
+        wanted = upserts.get(name, [])
+        done = _upsert(target, table, wanted, shop_column(table))
+        if direction.target_has_shop_column and done != len(wanted):
+            raise CaptureError(_clash(target, table, wanted, shop_id))
+        result.upserted += done
+    for name in reversed(order):
+        table = catalog.table(name)
+        result.deleted += _delete(target, table, deletes.get(name, []), shop_column(table))
+    for name in order:
+        if name in batch.keyless:
+            recopy_table(direction, origin, target, catalog.table(name), shop_id, catalog)
+            result.recopied.append(name)
+    return batch
 
 
 def _consume(conn: psycopg.Connection, direction: Direction, shop_id: int, batch: _Batch, snapshot: str) -> None:
