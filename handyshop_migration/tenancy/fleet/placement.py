@@ -339,8 +339,8 @@ class ShopSizeEstimator:
         with self.source.connect() as conn:
             widths = self._row_widths(conn)
             for t in self.catalog.tables:
-                if not widths[t.name]:
-                    continue
+                if not widths[t.name] or not t.tenant_column:
+                    continue  # implied and reference tables are not estimated by a shop's column: `measure` corrects
                 plan = one_row(
                     conn,
                     sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM ONLY {} WHERE {} = %s").format(
@@ -357,6 +357,8 @@ class ShopSizeEstimator:
         with self.source.connect() as conn:
             widths = self._row_widths(conn)
             for t in self.catalog.tables:
+                if not t.tenant_column:
+                    continue  # implied and reference tables: not estimated by a shop's column (`measure` corrects)
                 tc = sql.Identifier(t.tenant_column)
                 rows = conn.execute(
                     sql.SQL("SELECT {}, count(*) FROM ONLY {} WHERE {} = ANY(%s) GROUP BY 1").format(
