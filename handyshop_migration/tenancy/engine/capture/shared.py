@@ -268,7 +268,7 @@ def wait_for_older_transactions(conn: psycopg.Connection, *, timeout: float = 30
     write without having seen it; once all of them are gone, every write is either captured (or held back), or
     committed before whatever snapshot is taken next. Our own read-only snapshot sessions (a copy of another
     shop can hold one for minutes) never write, so they are not waited for; nor are other databases'
-    transactions, nor background workers (autovacuum writes no rows).
+    transactions. (Not filtered by `backend_type` either: it too is hidden for another role's sessions.)
 
     Call it on a connection opened before the fence committed: a write that begins after the fence is held
     by it and is an open transaction too — found by a late look, it would be waited for until its hold ends
@@ -284,7 +284,6 @@ def wait_for_older_transactions(conn: psycopg.Connection, *, timeout: float = 30
         "SELECT l.pid, l.virtualxid FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid "
         "WHERE l.locktype = 'virtualxid' AND l.mode = 'ExclusiveLock' AND l.granted "
         "AND a.datname = pg_catalog.current_database() AND l.pid <> pg_catalog.pg_backend_pid() "
-        "AND a.backend_type = 'client backend' "  # autovacuum and the like write no rows of a shop
         # only our own role's snapshot sessions are let off: an application cannot name itself out of the wait
         "AND (a.application_name IS DISTINCT FROM %s "
         "OR a.usesysid IS DISTINCT FROM (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user))",
