@@ -5,7 +5,6 @@ the shop's tenant took on either server."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -14,43 +13,22 @@ import psycopg
 import pytest
 
 from handyshop_migration.devtools.simulation import SimulatedApp
-from handyshop_migration.tenancy.application.routing import RouteResolver
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.errors import ConnectionFailed, LifecycleRefused, MoveRefused
 from handyshop_migration.tenancy.fleet.move import TenantMover
 from handyshop_migration.tenancy.lifecycle import State
 from handyshop_migration_tests.plugins.fleet import FleetWorld
+from handyshop_migration_tests.support.application import routed_app, wait_for_writes, writing
 
 
 @contextmanager
 def _app(fw: FleetWorld, seed: int) -> Iterator[SimulatedApp]:
-    resolver = RouteResolver(fw.source, fw.world.cipher, fw.source, ttl=0.3)
-    app = SimulatedApp(fw.source, resolver, fw.shop_ids, seed=seed)
-    try:
+    with routed_app(fw.source, fw.world.cipher, fw.shop_ids, seed=seed, ttl=0.3) as app:
         yield app
-    finally:
-        app.close()
-        resolver.close()
-
-
-@contextmanager
-def _writing(app: SimulatedApp) -> Iterator[None]:
-    """The application writes meanwhile; stopped before anyone checks what it wrote."""
-    thread, stop = app.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _wait(app: SimulatedApp, more: int, timeout: float = 120.0) -> None:
-    goal = sum(app.writes.values()) + more
-    deadline = time.monotonic() + timeout
-    while sum(app.writes.values()) < goal:
-        assert time.monotonic() < deadline, f"the writer made only {sum(app.writes.values())} writes: {app.errors[:3]}"
-        assert not app.errors, app.errors[:3]
-        time.sleep(0.05)
+    wait_for_writes(app, sum(app.writes.values()) + more, timeout)
 
 
 def _home(fw: FleetWorld) -> Callable[[int], tuple[ConnectionSpec, bool]]:
@@ -71,7 +49,7 @@ def test_a_live_tenant_moves_to_the_other_server_under_writes_and_back(make_flee
     mover = TenantMover(fw.workflow)
     version = fw.lifecycle.get(shop).version
     with _app(fw, seed=6) as app:
-        with _writing(app):
+        with writing(app):
             _wait(app, 150)  # writes into the live tenants on a
             report = mover.move(shop, "b")
             assert report.changes_applied > 0 and report.rows_copied > 0
@@ -92,7 +70,7 @@ def test_a_live_tenant_moves_to_the_other_server_under_writes_and_back(make_flee
         assert err.value.sqlstate == "HS001"
         with pytest.raises(ConnectionFailed, match="permission denied for database"):
             _app_login_on(fw, shop, "a")
-        with _writing(app):
+        with writing(app):
             _wait(app, 100)
             # the way back: only b's writes since the flip go back to a, then the same cut over
             back = mover.move_back(shop)

@@ -16,7 +16,6 @@ from psycopg import sql
 
 from handyshop_migration.devtools.seed import GLOBAL_SHOP_IDS
 from handyshop_migration.devtools.simulation import SimulatedApp
-from handyshop_migration.tenancy.application.routing import RouteResolver
 from handyshop_migration.tenancy.dsn import ConnectionSpec
 from handyshop_migration.tenancy.engine import capture
 from handyshop_migration.tenancy.engine.catalog import Catalog
@@ -24,6 +23,7 @@ from handyshop_migration.tenancy.engine.verification import table_checksum, veri
 from handyshop_migration.tenancy.errors import LifecycleRefused, RetirementRefused
 from handyshop_migration.tenancy.lifecycle import State, read_bucket
 from handyshop_migration_tests.plugins.worlds import World
+from handyshop_migration_tests.support.application import routed_app, wait_for_writes, writing
 
 
 def _home(world: World) -> Callable[[int], tuple[ConnectionSpec, bool]]:
@@ -36,31 +36,8 @@ def _home(world: World) -> Callable[[int], tuple[ConnectionSpec, bool]]:
 
 @contextmanager
 def _app(world: World, seed: int) -> Iterator[SimulatedApp]:
-    resolver = RouteResolver(world.source, world.cipher, world.source, ttl=0.5)
-    app = SimulatedApp(world.source, resolver, world.shop_ids, seed=seed)
-    try:
+    with routed_app(world.source, world.cipher, world.shop_ids, seed=seed, ttl=0.5) as app:
         yield app
-    finally:
-        app.close()
-        resolver.close()
-
-
-@contextmanager
-def _writing(app: SimulatedApp) -> Iterator[None]:
-    thread, stop = app.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
-def _wait_for_writes(app: SimulatedApp, at_least: int, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while sum(app.writes.values()) < at_least:
-        assert time.monotonic() < deadline, f"the writer made only {sum(app.writes.values())} writes: {app.errors[:3]}"
-        assert not app.errors, app.errors[:3]
-        time.sleep(0.05)
 
 
 def _live(world: World, shop: int) -> None:
@@ -72,14 +49,14 @@ def _live(world: World, shop: int) -> None:
 def test_writes_during_copy_and_sync_reach_the_tenants_and_cutover_verifies(make_world: Callable[..., World]) -> None:
     world = make_world(shops=4, scale=0.05, seed=9)
     with _app(world, seed=4) as app:
-        with _writing(app):
-            _wait_for_writes(app, 100)
+        with writing(app):
+            wait_for_writes(app, 100)
             for shop in world.shop_ids:
                 world.migrate(shop)  # capture starts before each copy's snapshot, with the app writing
             for shop in world.shop_ids:
                 result = world.workflow.sync(shop)
                 assert result.changes > 0
-            _wait_for_writes(app, 1100)
+            wait_for_writes(app, 1100)
             # reads first, gradually: the bucket rule decides per shop, deterministically
             world.workflow.set_read_percent(50, "half of the shops read from their tenants")
             for shop in world.shop_ids:
@@ -96,7 +73,7 @@ def test_writes_during_copy_and_sync_reach_the_tenants_and_cutover_verifies(make
                 assert len(report.verification) == len(world.catalog.tables)
                 record = world.lifecycle.get(shop)
                 assert (record.state, record.reads, record.writes) == (State.LIVE, "tenant", "tenant")
-            _wait_for_writes(app, sum(app.writes.values()) + 150)  # the tenants take writes now
+            wait_for_writes(app, sum(app.writes.values()) + 150)  # the tenants take writes now
         assert app.errors == []
         assert sum(app.writes.values()) >= 1000
         assert {"insert_customer", "update_customer", "count", "delete_bulk_row", "move"} <= set(app.ops)
@@ -137,14 +114,14 @@ def test_rollback_of_the_cutover_copies_back_the_tenants_writes(make_world: Call
         _live(world, shop)
     shop = world.shop_ids[1]
     with _app(world, seed=8) as app:
-        with _writing(app):
-            _wait_for_writes(app, 150)  # writes into the live tenants
+        with writing(app):
+            wait_for_writes(app, 150)  # writes into the live tenants
             report = world.workflow.roll_back_cutover(shop)
             assert report.changes_drained > 0
             assert [v.table for v in report.verification if not v.ok] == []
             record = world.lifecycle.get(shop)
             assert (record.state, record.reads, record.writes) == (State.SYNCING, "shared", "shared")
-            _wait_for_writes(app, sum(app.writes.values()) + 100)  # and the app keeps going, on shared
+            wait_for_writes(app, sum(app.writes.values()) + 100)  # and the app keeps going, on shared
         assert app.errors == []
         found = app.verify(_home(world))
         assert found[shop].missing == [] and found[shop].rows > 0
